@@ -1,0 +1,183 @@
+//! The declarative key catalog (`seed/catalog.toml`): parsing and validation.
+
+use serde::Deserialize;
+
+use super::key::{Bounds, KeyDef, PolicyKey, ValueType};
+use super::value::Value;
+
+/// The catalog shipped with this build, so a client with neither database nor
+/// snapshot can still serve defaults.
+pub const BUILTIN_CATALOG: &str = include_str!("../../seed/catalog.toml");
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalog {
+    pub keys: Vec<KeyDef>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog is not valid TOML: {0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("key {key:?}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    key: Vec<RawKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    key: String,
+    #[serde(rename = "type")]
+    value_type: ValueType,
+    default: serde_json::Value,
+    min: Option<i64>,
+    max: Option<i64>,
+    #[serde(rename = "enum")]
+    enum_values: Option<Vec<String>>,
+    #[serde(default)]
+    unit: String,
+    description: String,
+    #[serde(default)]
+    fail_closed: bool,
+}
+
+impl Catalog {
+    pub fn builtin() -> Result<Catalog, CatalogError> {
+        Catalog::parse(BUILTIN_CATALOG)
+    }
+
+    /// Parses and validates a catalog: names well-formed and unique, every
+    /// key bounded in the way its type needs, every default inside its bounds.
+    pub fn parse(text: &str) -> Result<Catalog, CatalogError> {
+        let raw: RawCatalog = toml::from_str(text)?;
+        let mut keys: Vec<KeyDef> = Vec::with_capacity(raw.key.len());
+        for raw_key in raw.key {
+            let def = raw_key.validate()?;
+            if keys.iter().any(|k| k.key == def.key) {
+                return Err(invalid(def.key.as_str(), "is defined twice"));
+            }
+            keys.push(def);
+        }
+        Ok(Catalog { keys })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&KeyDef> {
+        self.keys.iter().find(|k| k.key.as_str() == key)
+    }
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> CatalogError {
+    CatalogError::Invalid {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+impl RawKey {
+    fn validate(self) -> Result<KeyDef, CatalogError> {
+        let name = self.key.as_str();
+        let key = PolicyKey::parse(name)
+            .ok_or_else(|| invalid(name, "is not a dotted lowercase key name"))?;
+        let bounds = match (self.value_type, self.min, self.max, self.enum_values) {
+            (ValueType::Int, Some(min), Some(max), None) if min <= max => Bounds::Int { min, max },
+            (ValueType::Int, ..) => {
+                return Err(invalid(name, "an int key needs min <= max and no enum"))
+            }
+            (ValueType::String, None, None, Some(values)) if !values.is_empty() => {
+                Bounds::Enum { values }
+            }
+            (ValueType::String, ..) => {
+                return Err(invalid(
+                    name,
+                    "a string key needs a non-empty enum and no min/max",
+                ))
+            }
+            (ValueType::Bool, None, None, None) => Bounds::Bool {},
+            (ValueType::Bool, ..) => {
+                return Err(invalid(name, "a bool key takes no min, max or enum"))
+            }
+        };
+        let default = Value::from_json(&self.default, self.value_type)
+            .map_err(|e| invalid(name, e.to_string()))?;
+        let def = KeyDef {
+            key,
+            value_type: self.value_type,
+            default,
+            bounds,
+            description: self.description,
+            unit: self.unit,
+            fail_closed: self.fail_closed,
+        };
+        def.check(&def.default)
+            .map_err(|e| invalid(name, format!("default: {e}")))?;
+        Ok(def)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_catalog_holds_the_sixteen_keys_of_the_spec_with_their_defaults() {
+        let catalog = Catalog::builtin().unwrap();
+        assert_eq!(catalog.keys.len(), 16);
+        let default = |k: &str| catalog.get(k).unwrap().default.clone();
+        assert_eq!(default("allocation.refund_window_days"), Value::Int(30));
+        assert_eq!(
+            default("allocation.max_concurrent_per_user"),
+            Value::Int(50)
+        );
+        assert_eq!(
+            default("terminal.session_max_ttl_seconds"),
+            Value::Int(14_400)
+        );
+        assert_eq!(
+            default("allocation.isolation_model"),
+            Value::String("user-revoke".into())
+        );
+        assert_eq!(
+            default("notification.low_balance_enabled"),
+            Value::Bool(true)
+        );
+        assert_eq!(default("maas.enabled"), Value::Bool(false));
+    }
+
+    #[test]
+    fn a_default_outside_its_bounds_is_refused() {
+        let text = r#"
+            [[key]]
+            key = "a.b"
+            type = "int"
+            default = 11
+            min = 0
+            max = 10
+            description = "x"
+        "#;
+        let err = Catalog::parse(text).unwrap_err().to_string();
+        assert!(err.contains("a.b") && err.contains("outside"), "{err}");
+    }
+
+    #[test]
+    fn an_unbounded_int_key_is_refused() {
+        let text = "[[key]]\nkey = \"a.b\"\ntype = \"int\"\ndefault = 1\ndescription = \"x\"\n";
+        assert!(Catalog::parse(text)
+            .unwrap_err()
+            .to_string()
+            .contains("min <= max"));
+    }
+
+    #[test]
+    fn a_key_defined_twice_is_refused() {
+        let one = "[[key]]\nkey = \"a.b\"\ntype = \"bool\"\ndefault = true\ndescription = \"x\"\n";
+        let err = Catalog::parse(&format!("{one}{one}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("twice"), "{err}");
+    }
+}

@@ -1,0 +1,286 @@
+//! Scopes: what a caller knows (`Scope`, any of user, project, org, plan) and
+//! where a write lands (`WriteScope`, exactly one level or global).
+
+use serde::{Serialize, Serializer};
+
+/// A level of resolution, most specific first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Level {
+    User,
+    Project,
+    Org,
+    Plan,
+    Global,
+}
+
+impl Level {
+    /// Resolution order: most specific wins.
+    pub const ORDER: [Level; 5] = [
+        Level::User,
+        Level::Project,
+        Level::Org,
+        Level::Plan,
+        Level::Global,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::User => "user",
+            Level::Project => "project",
+            Level::Org => "org",
+            Level::Plan => "plan",
+            Level::Global => "global",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Level> {
+        Level::ORDER.into_iter().find(|l| l.as_str() == raw)
+    }
+
+    /// The scope field that names an id at this level (`org_id`); none for global.
+    pub fn field(self) -> Option<&'static str> {
+        match self {
+            Level::User => Some("user_id"),
+            Level::Project => Some("project_id"),
+            Level::Org => Some("org_id"),
+            Level::Plan => Some("plan"),
+            Level::Global => None,
+        }
+    }
+
+    pub fn from_field(field: &str) -> Option<Level> {
+        Level::ORDER.into_iter().find(|l| l.field() == Some(field))
+    }
+}
+
+impl Serialize for Level {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("unknown scope field {0:?}; expected user_id, project_id, org_id or plan")]
+    UnknownField(String),
+    #[error("scope field {0} must be a non-empty string of at most 256 characters without control characters")]
+    InvalidId(&'static str),
+    #[error("a write scope names exactly one of user_id, project_id, org_id, plan, or is {{}} for global")]
+    NotOneLevel,
+    #[error("scope must be a JSON object")]
+    NotAnObject,
+}
+
+/// Checks a scope id: non-empty, at most 256 characters, no control characters.
+pub fn valid_scope_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().count() <= 256 && !id.chars().any(char::is_control)
+}
+
+/// What a caller knows about itself. Built fluently:
+/// `Scope::new().user("u1").org("acme").plan("pro")`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Scope {
+    user: Option<String>,
+    project: Option<String>,
+    org: Option<String>,
+    plan: Option<String>,
+}
+
+impl Scope {
+    pub fn new() -> Scope {
+        Scope::default()
+    }
+
+    pub fn user(mut self, id: impl Into<String>) -> Scope {
+        self.user = Some(id.into());
+        self
+    }
+
+    pub fn project(mut self, id: impl Into<String>) -> Scope {
+        self.project = Some(id.into());
+        self
+    }
+
+    pub fn org(mut self, id: impl Into<String>) -> Scope {
+        self.org = Some(id.into());
+        self
+    }
+
+    pub fn plan(mut self, name: impl Into<String>) -> Scope {
+        self.plan = Some(name.into());
+        self
+    }
+
+    /// Sets the id at `level` after validating it (used when parsing requests).
+    pub fn with(mut self, level: Level, id: &str) -> Result<Scope, ScopeError> {
+        let field = level.field().ok_or(ScopeError::NotOneLevel)?;
+        if !valid_scope_id(id) {
+            return Err(ScopeError::InvalidId(field));
+        }
+        let slot = match level {
+            Level::User => &mut self.user,
+            Level::Project => &mut self.project,
+            Level::Org => &mut self.org,
+            Level::Plan => &mut self.plan,
+            Level::Global => unreachable!("global has no field"),
+        };
+        *slot = Some(id.to_string());
+        Ok(self)
+    }
+
+    /// The id this scope holds at `level`: `""` for global, `None` where the
+    /// caller did not say.
+    pub fn id(&self, level: Level) -> Option<&str> {
+        match level {
+            Level::User => self.user.as_deref(),
+            Level::Project => self.project.as_deref(),
+            Level::Org => self.org.as_deref(),
+            Level::Plan => self.plan.as_deref(),
+            Level::Global => Some(""),
+        }
+    }
+}
+
+impl Serialize for Scope {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let present: Vec<(&str, &str)> = Level::ORDER
+            .into_iter()
+            .filter_map(|l| Some((l.field()?, self.id(l)?)))
+            .collect();
+        let mut map = serializer.serialize_map(Some(present.len()))?;
+        for (field, id) in present {
+            map.serialize_entry(field, id)?;
+        }
+        map.end()
+    }
+}
+
+/// Where a write lands: one level and its id, or global (id `""`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WriteScope {
+    level: Level,
+    id: String,
+}
+
+impl WriteScope {
+    pub fn global() -> WriteScope {
+        WriteScope {
+            level: Level::Global,
+            id: String::new(),
+        }
+    }
+
+    pub fn at(level: Level, id: &str) -> Result<WriteScope, ScopeError> {
+        match level.field() {
+            None if id.is_empty() => Ok(WriteScope::global()),
+            None => Err(ScopeError::NotOneLevel),
+            Some(field) if !valid_scope_id(id) => Err(ScopeError::InvalidId(field)),
+            Some(_) => Ok(WriteScope {
+                level,
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    /// Parses the JSON form: `{}` or exactly one of the four fields.
+    pub fn from_json(json: &serde_json::Value) -> Result<WriteScope, ScopeError> {
+        let object = json.as_object().ok_or(ScopeError::NotAnObject)?;
+        let mut entries = object.iter();
+        let Some((field, id)) = entries.next() else {
+            return Ok(WriteScope::global());
+        };
+        let level =
+            Level::from_field(field).ok_or_else(|| ScopeError::UnknownField(field.clone()))?;
+        if let Some((other, _)) = entries.next() {
+            return Err(match Level::from_field(other) {
+                Some(_) => ScopeError::NotOneLevel,
+                None => ScopeError::UnknownField(other.clone()),
+            });
+        }
+        let id = id
+            .as_str()
+            .ok_or(ScopeError::InvalidId(level.field().unwrap_or("scope")))?;
+        WriteScope::at(level, id)
+    }
+
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The JSON form, `{"org_id": "acme"}` or `{}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        if let Some(field) = self.level.field() {
+            map.insert(
+                field.to_string(),
+                serde_json::Value::String(self.id.clone()),
+            );
+        }
+        serde_json::Value::Object(map)
+    }
+}
+
+impl Serialize for WriteScope {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_write_scope_is_empty_for_global_or_names_exactly_one_level() {
+        assert_eq!(WriteScope::from_json(&json!({})), Ok(WriteScope::global()));
+        let org = WriteScope::from_json(&json!({"org_id": "acme"})).unwrap();
+        assert_eq!((org.level(), org.id()), (Level::Org, "acme"));
+        assert_eq!(
+            WriteScope::from_json(&json!({"org_id": "a", "user_id": "b"})),
+            Err(ScopeError::NotOneLevel)
+        );
+        assert_eq!(
+            WriteScope::from_json(&json!({"team_id": "a"})),
+            Err(ScopeError::UnknownField("team_id".into()))
+        );
+        assert_eq!(
+            WriteScope::from_json(&json!({"org_id": ""})),
+            Err(ScopeError::InvalidId("org_id"))
+        );
+        assert_eq!(
+            WriteScope::from_json(&json!({"org_id": 7})),
+            Err(ScopeError::InvalidId("org_id"))
+        );
+        assert_eq!(
+            WriteScope::from_json(&json!({"org_id": "a\nb"})),
+            Err(ScopeError::InvalidId("org_id"))
+        );
+        assert_eq!(
+            WriteScope::from_json(&json!(["org_id"])),
+            Err(ScopeError::NotAnObject)
+        );
+    }
+
+    #[test]
+    fn a_read_scope_serializes_only_what_the_caller_gave() {
+        let scope = Scope::new().user("u1").plan("pro");
+        assert_eq!(
+            serde_json::to_value(&scope).unwrap(),
+            json!({"user_id": "u1", "plan": "pro"})
+        );
+        assert_eq!(scope.id(Level::Global), Some(""));
+        assert_eq!(scope.id(Level::Org), None);
+    }
+}

@@ -1,0 +1,129 @@
+//! Typed policy values and their checks against a key's type and bounds.
+
+use serde::{Serialize, Serializer};
+
+use super::key::ValueType;
+
+/// A policy value. Its JSON form is the plain JSON scalar (`45`, `true`,
+/// `"full-reimage"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Value {
+    Int(i64),
+    Bool(bool),
+    String(String),
+}
+
+/// Why a value does not fit a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("expected a value of type {expected}, got {got}")]
+    TypeMismatch { expected: ValueType, got: String },
+    #[error("{value} is outside the bounds {bounds}")]
+    OutOfBounds { value: String, bounds: String },
+}
+
+impl Value {
+    /// Reads a JSON scalar as a value of `value_type`. Integers must be whole
+    /// numbers that fit in an i64 (`45.0` is refused: it is a float).
+    pub fn from_json(json: &serde_json::Value, value_type: ValueType) -> Result<Value, ValueError> {
+        let parsed = match (value_type, json) {
+            (ValueType::Int, serde_json::Value::Number(n)) => n.as_i64().map(Value::Int),
+            (ValueType::Bool, serde_json::Value::Bool(b)) => Some(Value::Bool(*b)),
+            (ValueType::String, serde_json::Value::String(s)) => Some(Value::String(s.clone())),
+            _ => None,
+        };
+        parsed.ok_or_else(|| ValueError::TypeMismatch {
+            expected: value_type,
+            got: json_kind(json).to_string(),
+        })
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::String(s) => serde_json::Value::String(s.clone()),
+        }
+    }
+
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Value::Int(_) => ValueType::Int,
+            Value::Bool(_) => ValueType::Bool,
+            Value::String(_) => ValueType::String,
+        }
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Int(i) => serializer.serialize_i64(*i),
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::String(s) => serializer.serialize_str(s),
+        }
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::String(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// The JSON kind of a value, as named in error messages.
+pub fn json_kind(json: &serde_json::Value) -> &'static str {
+    match json {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "bool",
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => "int",
+        serde_json::Value::Number(_) => "float",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_int_key_accepts_whole_numbers_and_refuses_floats_strings_and_huge_numbers() {
+        assert_eq!(
+            Value::from_json(&json!(45), ValueType::Int),
+            Ok(Value::Int(45))
+        );
+        assert!(Value::from_json(&json!(45.0), ValueType::Int).is_err());
+        assert!(Value::from_json(&json!("45"), ValueType::Int).is_err());
+        assert!(Value::from_json(&json!(u64::MAX), ValueType::Int).is_err());
+    }
+
+    #[test]
+    fn a_type_mismatch_names_what_was_expected_and_what_came() {
+        let err = Value::from_json(&json!("yes"), ValueType::Bool).unwrap_err();
+        assert_eq!(
+            err,
+            ValueError::TypeMismatch {
+                expected: ValueType::Bool,
+                got: "string".into()
+            }
+        );
+    }
+
+    #[test]
+    fn values_serialize_as_plain_json_scalars() {
+        let json = serde_json::to_string(&[
+            Value::Int(-3),
+            Value::Bool(true),
+            Value::String("a\"b".into()),
+        ])
+        .unwrap();
+        assert_eq!(json, r#"[-3,true,"a\"b"]"#);
+    }
+}

@@ -1,0 +1,180 @@
+//! Admin endpoints: write a value (or remove an override), cancel a
+//! scheduled change, list a key's overrides, read recent audit records.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::extract::{parse_time, present, JsonBody, QueryParams};
+use super::read::key_def;
+use super::AppState;
+use crate::domain::{KeyDef, Value, WriteScope};
+use crate::store::audit;
+use crate::store::tokens::Principal;
+use crate::store::values::{self, Actor, Change, Written};
+
+/// The body of `POST /api/v1/admin/policy-values`, as sent. Every field is
+/// optional here so each missing one gets its own error code.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteBody {
+    key: Option<String>,
+    scope: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    value: Option<serde_json::Value>,
+    effective_at: Option<String>,
+    reason: Option<String>,
+    old_value: Option<serde_json::Value>,
+}
+
+/// The longest reason accepted, in characters.
+pub const REASON_MAX: usize = 1000;
+
+fn missing(field: &str) -> ApiError {
+    ApiError::unprocessable("missing_field", format!("{field} is required"))
+        .with_details(json!({ "field": field }))
+}
+
+/// A reason: required, not blank, at most 1,000 characters.
+pub fn parse_reason(reason: Option<&str>) -> Result<String, ApiError> {
+    let reason = reason.map(str::trim).unwrap_or_default();
+    if reason.is_empty() || reason.chars().count() > REASON_MAX {
+        return Err(ApiError::unprocessable(
+            "invalid_reason",
+            format!("reason is required: a non-empty text of at most {REASON_MAX} characters"),
+        ));
+    }
+    Ok(reason.to_string())
+}
+
+impl WriteBody {
+    /// Validates everything that can be checked without the current state.
+    fn into_change(self, def: &KeyDef) -> Result<Change, ApiError> {
+        let scope = WriteScope::from_json(self.scope.as_ref().ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_scope",
+                "scope is required: {} for global or one of user_id, project_id, org_id, plan",
+            )
+        })?)
+        .map_err(ApiError::bad_scope)?;
+        let value = match self.value.ok_or_else(|| missing("value"))? {
+            serde_json::Value::Null => None,
+            json => Some(
+                def.parse_value(&json)
+                    .map_err(|e| ApiError::bad_value("value", e))?,
+            ),
+        };
+        let old_value = match self.old_value {
+            None | Some(serde_json::Value::Null) => return Err(missing("old_value")),
+            Some(json) => Value::from_json(&json, def.value_type)
+                .map_err(|e| ApiError::bad_value("old_value", e))?,
+        };
+        let effective_at = self
+            .effective_at
+            .as_deref()
+            .map(|t| parse_time("effective_at", t))
+            .transpose()?;
+        let reason = parse_reason(self.reason.as_deref())?;
+        Ok(Change {
+            scope,
+            value,
+            effective_at,
+            reason,
+            old_value,
+        })
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok())
+}
+
+fn written_json(written: Written) -> serde_json::Value {
+    json!({ "value": written.value, "old_value": written.old_value, "audit_id": written.audit.id, "audit_seq": written.audit.seq })
+}
+
+#[tracing::instrument(skip_all, fields(key, principal = %principal.name))]
+pub async fn write(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<WriteBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let def = key_def(&state, body.key.as_deref()).await?;
+    tracing::Span::current().record("key", def.key.as_str());
+    let change = body.into_change(&def)?;
+    let actor = Actor {
+        principal: &principal.name,
+        request_id: request_id(&headers),
+    };
+    let written = values::write(&state.pool, &def, &change, actor).await?;
+    Ok((StatusCode::CREATED, Json(written_json(written))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    reason: Option<String>,
+}
+
+#[tracing::instrument(skip_all, fields(%id, principal = %principal.name))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CancelBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no such value row"))?;
+    let reason = parse_reason(body.reason.as_deref())?;
+    let actor = Actor {
+        principal: &principal.name,
+        request_id: request_id(&headers),
+    };
+    let written = values::cancel(&state.pool, id, &reason, actor).await?;
+    Ok(Json(written_json(written)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverridesParams {
+    key: Option<String>,
+}
+
+pub async fn overrides(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams<OverridesParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let def = key_def(&state, params.key.as_deref()).await?;
+    let overrides = values::overrides(&state.pool, def.key.as_str()).await?;
+    Ok(Json(
+        json!({ "key": def.key, "default": def.default, "overrides": overrides }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    policy_key: Option<String>,
+    limit: Option<i64>,
+}
+
+/// The newest audit records first (filters and pagination: see docs/api.md).
+pub async fn audit_logs(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams<AuditParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::unprocessable(
+            "invalid_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let items = audit::recent(&state.pool, params.policy_key.as_deref(), limit).await?;
+    Ok(Json(json!({ "items": items })))
+}

@@ -1,0 +1,126 @@
+//! `ApiError`: every HTTP error as JSON `{code, message, details}` with a
+//! stable snake_case `code`. Store errors are mapped to HTTP in one place.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::domain::{ScopeError, ValueError};
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: serde_json::Value,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: json!({}),
+        }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
+        self.details = details;
+        self
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    pub fn unknown_key(key: &str) -> ApiError {
+        ApiError::unprocessable("unknown_key", format!("unknown policy key {key:?}"))
+            .with_details(json!({ "key": key }))
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// A value that does not fit its key, for the named request field.
+    pub fn bad_value(field: &str, err: ValueError) -> ApiError {
+        let code = match err {
+            ValueError::TypeMismatch { .. } => "type_mismatch",
+            ValueError::OutOfBounds { .. } => "out_of_bounds",
+        };
+        ApiError::unprocessable(code, format!("{field}: {err}"))
+            .with_details(json!({ "field": field }))
+    }
+
+    pub fn bad_scope(err: ScopeError) -> ApiError {
+        ApiError::unprocessable("invalid_scope", err.to_string())
+    }
+
+    fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        match err {
+            StoreError::UnknownKey(key) => ApiError::unknown_key(&key),
+            StoreError::StaleOldValue { current } => ApiError::new(
+                StatusCode::CONFLICT,
+                "stale_old_value",
+                format!("old_value does not match what the write replaces; the current value is {current}"),
+            )
+            .with_details(json!({ "current_value": current })),
+            StoreError::EffectiveAtInPast { now } => ApiError::unprocessable(
+                "effective_at_in_past",
+                "effective_at lies more than 60 seconds in the past",
+            )
+            .with_details(json!({ "database_time": now.format(&time::format_description::well_known::Rfc3339).ok() })),
+            StoreError::NotOverridden => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_overridden",
+                "nothing is stored at this scope to remove",
+            ),
+            StoreError::NotFound => ApiError::not_found("no such value row"),
+            StoreError::NotScheduled => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_scheduled",
+                "the change already took effect; only scheduled changes can be cancelled",
+            ),
+            StoreError::AlreadyCancelled => {
+                ApiError::new(StatusCode::CONFLICT, "already_cancelled", "the change was already cancelled")
+            }
+            StoreError::CatalogConflict(offending) => ApiError::new(
+                StatusCode::CONFLICT,
+                "catalog_conflict",
+                "the catalog change would leave stored values out of bounds",
+            )
+            .with_details(json!({ "offending": offending })),
+            err @ (StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_)) => {
+                tracing::error!(error = %err, "store error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            Json(json!({ "code": self.code, "message": self.message, "details": self.details }));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

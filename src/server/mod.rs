@@ -1,0 +1,136 @@
+//! The HTTP server: the router, its state and its life cycle.
+
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod extract;
+pub mod read;
+
+use std::future::Future;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::store::tokens::Role;
+use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let guarded = |routes: Router<AppState>, role: Role| {
+        routes.route_layer(middleware::from_fn_with_state(
+            (state.clone(), role),
+            auth::require,
+        ))
+    };
+    let reader = Router::new()
+        .route("/api/v1/policy-keys", get(read::keys))
+        .route("/api/v1/policy-values/resolve", get(read::resolve))
+        .route("/api/v1/policy-values/snapshot", get(read::snapshot));
+    let auditor = Router::new()
+        .route("/api/v1/admin/policy-values", get(admin::overrides))
+        .route("/api/v1/admin/audit-logs", get(admin::audit_logs));
+    let admin = Router::new()
+        .route("/api/v1/admin/policy-values", post(admin::write))
+        .route(
+            "/api/v1/admin/policy-values/{id}/cancel",
+            post(admin::cancel),
+        );
+    Router::new()
+        .merge(guarded(reader, Role::Reader))
+        .merge(guarded(auditor, Role::Auditor))
+        .merge(guarded(admin, Role::Admin))
+        .route("/healthz", get(read::healthz))
+        .route("/readyz", get(read::readyz))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let request_id = req
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// A bound server, ready to run; `port()` tells where (bind to port 0 in tests).
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    pub async fn build(pool: PgPool, addr: &str) -> std::io::Result<Application> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Application {
+            listener,
+            router: router(AppState { pool }),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` completes; in-flight requests finish first.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

@@ -1,0 +1,157 @@
+//! Read endpoints: the catalog, resolve with explanation, the per-scope
+//! snapshot with its ETag, health and readiness.
+
+use axum::extract::State;
+use axum::http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use super::extract::{parse_time, QueryParams};
+use super::AppState;
+use crate::domain::{KeyDef, Level, Resolution, Scope};
+use crate::store::{keys, resolve as store_resolve};
+
+/// The four scope fields a caller may pass.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeParams {
+    user_id: Option<String>,
+    project_id: Option<String>,
+    org_id: Option<String>,
+    plan: Option<String>,
+}
+
+impl ScopeParams {
+    pub fn to_scope(&self) -> Result<Scope, ApiError> {
+        let given = [
+            (Level::User, &self.user_id),
+            (Level::Project, &self.project_id),
+            (Level::Org, &self.org_id),
+            (Level::Plan, &self.plan),
+        ];
+        given
+            .into_iter()
+            .try_fold(Scope::new(), |scope, (level, id)| match id {
+                Some(id) => scope.with(level, id).map_err(ApiError::bad_scope),
+                None => Ok(scope),
+            })
+    }
+}
+
+pub async fn keys(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let keys = keys::list(&state.pool).await?;
+    Ok(Json(json!({ "keys": keys })))
+}
+
+/// Looks a key up in the catalog; unknown keys are 422 `unknown_key`.
+pub async fn key_def(state: &AppState, key: Option<&str>) -> Result<KeyDef, ApiError> {
+    let key = key.ok_or_else(|| {
+        ApiError::unprocessable("missing_field", "key is required")
+            .with_details(json!({ "field": "key" }))
+    })?;
+    keys::get(&state.pool, key)
+        .await?
+        .ok_or_else(|| ApiError::unknown_key(key))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveParams {
+    key: Option<String>,
+    at: Option<String>,
+    #[serde(flatten)]
+    scope: ScopeParams,
+}
+
+pub async fn resolve(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams<ResolveParams>,
+) -> Result<Json<Resolution>, ApiError> {
+    let def = key_def(&state, params.key.as_deref()).await?;
+    let scope = params.scope.to_scope()?;
+    let at = params
+        .at
+        .as_deref()
+        .map(|raw| parse_time("at", raw))
+        .transpose()?;
+    let mut conn = state
+        .pool
+        .acquire()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    Ok(Json(
+        store_resolve::resolve(&mut conn, &def, &scope, at).await?,
+    ))
+}
+
+/// Every key for one scope, with an ETag over the canonical JSON; a matching
+/// `If-None-Match` gets 304 with no body.
+pub async fn snapshot(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    QueryParams(params): QueryParams<ScopeParams>,
+) -> Result<Response, ApiError> {
+    let scope = params.to_scope()?;
+    let defs = keys::list(&state.pool).await?;
+    let mut conn = state
+        .pool
+        .acquire()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let snapshot = store_resolve::snapshot(&mut conn, &defs, &scope).await?;
+    let body = serde_json::to_vec(&snapshot).map_err(|e| {
+        tracing::error!(error = %e, "snapshot serialization");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
+    })?;
+    let etag = format!("\"{}\"", hex::encode(Sha256::digest(&body)));
+    let etag_header = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
+    let matches = headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*");
+    let cache = (CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag_header), cache]).into_response());
+    }
+    let json_type = (
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok((
+        StatusCode::OK,
+        [(ETAG, etag_header), cache, json_type],
+        body,
+    )
+        .into_response())
+}
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready when the database answers.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    match sqlx::query("select 1").execute(&state.pool).await {
+        Ok(_) => Ok(Json(json!({ "status": "ready" }))),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the database does not answer",
+            ))
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The `audit_logs` table: appending records (the database assigns seq, time
+//! and hash) and reading them back.
+
+use serde::Serialize;
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// A record to append. `metadata` carries `policy_key`, `old_value`,
+/// `new_value` and `reason` for value changes.
+#[derive(Debug, Clone, Default)]
+pub struct NewAuditRecord<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub outcome: Option<&'a str>,
+    pub code: Option<&'a str>,
+    pub policy_key: Option<&'a str>,
+    pub scope_level: Option<&'a str>,
+    pub scope_id: Option<&'a str>,
+    pub effective_at: Option<OffsetDateTime>,
+    pub request_id: Option<&'a str>,
+    pub value_seq: Option<i64>,
+    pub metadata: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    pub code: Option<String>,
+    pub policy_key: Option<String>,
+    pub scope_level: Option<String>,
+    pub scope_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub effective_at: Option<OffsetDateTime>,
+    pub request_id: Option<String>,
+    pub value_seq: Option<i64>,
+    pub metadata: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// A row as read, hashes still raw.
+struct AuditRow {
+    seq: i64,
+    id: Uuid,
+    occurred_at: OffsetDateTime,
+    actor: String,
+    action: String,
+    outcome: String,
+    code: Option<String>,
+    policy_key: Option<String>,
+    scope_level: Option<String>,
+    scope_id: Option<String>,
+    effective_at: Option<OffsetDateTime>,
+    request_id: Option<String>,
+    value_seq: Option<i64>,
+    metadata: serde_json::Value,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl From<AuditRow> for AuditRecord {
+    fn from(row: AuditRow) -> AuditRecord {
+        AuditRecord {
+            seq: row.seq,
+            id: row.id,
+            occurred_at: row.occurred_at,
+            actor: row.actor,
+            action: row.action,
+            outcome: row.outcome,
+            code: row.code,
+            policy_key: row.policy_key,
+            scope_level: row.scope_level,
+            scope_id: row.scope_id,
+            effective_at: row.effective_at,
+            request_id: row.request_id,
+            value_seq: row.value_seq,
+            metadata: row.metadata,
+            prev_hash: hex::encode(row.prev_hash),
+            hash: hex::encode(row.hash),
+        }
+    }
+}
+
+/// Appends one record; returns it as stored (seq, time and hash filled in).
+pub async fn append(
+    executor: impl PgExecutor<'_>,
+    record: &NewAuditRecord<'_>,
+) -> Result<AuditRecord, StoreError> {
+    let row = sqlx::query_as!(
+        AuditRow,
+        r#"insert into audit_logs
+               (actor, action, outcome, code, policy_key, scope_level, scope_id,
+                effective_at, request_id, value_seq, metadata, prev_hash, hash)
+           values ($1, $2, coalesce($3, 'success'), $4, $5, $6, $7, $8, $9, $10, $11, '', '')
+           returning seq, id, occurred_at, actor, action, outcome, code, policy_key, scope_level,
+                     scope_id, effective_at, request_id, value_seq, metadata, prev_hash, hash"#,
+        record.actor,
+        record.action,
+        record.outcome,
+        record.code,
+        record.policy_key,
+        record.scope_level,
+        record.scope_id,
+        record.effective_at,
+        record.request_id,
+        record.value_seq,
+        record.metadata,
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(row.into())
+}
+
+/// The newest records first, optionally for one key, at most `limit`.
+pub async fn recent(
+    executor: impl PgExecutor<'_>,
+    policy_key: Option<&str>,
+    limit: i64,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let rows = sqlx::query_as!(
+        AuditRow,
+        r#"select seq, id, occurred_at, actor, action, outcome, code, policy_key, scope_level,
+                  scope_id, effective_at, request_id, value_seq, metadata, prev_hash, hash
+           from audit_logs
+           where $1::text is null or policy_key = $1
+           order by seq desc
+           limit $2"#,
+        policy_key,
+        limit,
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(AuditRecord::from).collect())
+}

@@ -1,0 +1,106 @@
+//! The `api_tokens` table: tokens are stored as SHA-256 hashes only.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// What a token may do. `admin` may do everything; `auditor` reads the audit
+/// log and everything a `reader` may; `reader` resolves and reads the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Reader,
+    Auditor,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(raw: &str) -> Option<Role> {
+        match raw {
+            "reader" => Some(Role::Reader),
+            "auditor" => Some(Role::Auditor),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether a token with this role may use an endpoint that needs `needed`.
+    pub fn allows(self, needed: Role) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Auditor => matches!(needed, Role::Auditor | Role::Reader),
+            Role::Reader => needed == Role::Reader,
+        }
+    }
+}
+
+/// The authenticated caller: the token's name is the audit actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    pub token_id: Uuid,
+    pub name: String,
+    pub role: Role,
+}
+
+pub fn hash_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Stores a new token's hash; `prefix` is its first characters, for listings.
+pub async fn insert(
+    executor: impl PgExecutor<'_>,
+    name: &str,
+    role: Role,
+    token: &str,
+    expires_at: Option<OffsetDateTime>,
+) -> Result<Uuid, StoreError> {
+    let prefix: String = token.chars().take(12).collect();
+    let id = sqlx::query_scalar!(
+        "insert into api_tokens (name, role, token_hash, prefix, expires_at) values ($1, $2, $3, $4, $5) returning id",
+        name,
+        role.as_str(),
+        hash_token(token),
+        prefix,
+        expires_at,
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(id)
+}
+
+/// The principal behind a presented token, if it exists, is not revoked and
+/// has not expired. The lookup is by hash, so timing reveals nothing useful.
+pub async fn authenticate(
+    executor: impl PgExecutor<'_>,
+    token: &str,
+) -> Result<Option<Principal>, StoreError> {
+    let row = sqlx::query!(
+        "select id, name, role from api_tokens
+         where token_hash = $1 and revoked_at is null and (expires_at is null or expires_at > now())",
+        hash_token(token)
+    )
+    .fetch_optional(executor)
+    .await?;
+    row.map(|r| {
+        let role = Role::parse(&r.role)
+            .ok_or_else(|| StoreError::Corrupt(format!("token role {:?}", r.role)))?;
+        Ok(Principal {
+            token_id: r.id,
+            name: r.name,
+            role,
+        })
+    })
+    .transpose()
+}

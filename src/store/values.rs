@@ -1,0 +1,385 @@
+//! The `policy_values` table: the admin write path (old_value check, value
+//! row and audit row in one transaction), cancelling scheduled changes,
+//! listing overrides, and resolution against the stored rows.
+
+use serde::Serialize;
+use sqlx::{PgConnection, PgExecutor, PgPool};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::audit::{self, AuditRecord, NewAuditRecord};
+use super::{db_now, lock_writes, StoreError};
+use crate::domain::resolve::entry_at;
+use crate::domain::{Entry, KeyDef, Level, Value, WriteScope};
+
+/// How far in the past an `effective_at` may lie (clock skew between caller
+/// and database); such a time is taken as "now", so history is never rewritten.
+pub const PAST_TOLERANCE: Duration = Duration::seconds(60);
+
+/// A stored row, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValueRow {
+    pub id: Uuid,
+    pub seq: i64,
+    pub kind: String,
+    pub key: String,
+    pub level: String,
+    pub scope_id: String,
+    pub value: Option<serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub effective_at: OffsetDateTime,
+    pub actor: String,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// An admin's change, validated against the key's type and bounds.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub scope: WriteScope,
+    /// `None` removes the override at `scope`.
+    pub value: Option<Value>,
+    pub effective_at: Option<OffsetDateTime>,
+    pub reason: String,
+    /// What the change replaces: the value stored at `scope` now, or, when
+    /// nothing is stored there, the key's global value.
+    pub old_value: Value,
+}
+
+/// Who asked, for the audit record.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    pub principal: &'a str,
+    pub request_id: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Written {
+    pub value: ValueRow,
+    /// What the change replaced (for a cancel: the cancelled scheduled value).
+    pub old_value: Option<serde_json::Value>,
+    pub audit: AuditRecord,
+}
+
+/// Applies a change: under the write lock, checks `old_value`, inserts the
+/// row and its audit record, and commits (the insert trigger notifies
+/// listeners at commit). Nothing is written if any check fails.
+pub async fn write(
+    pool: &PgPool,
+    def: &KeyDef,
+    change: &Change,
+    actor: Actor<'_>,
+) -> Result<Written, StoreError> {
+    let mut tx = pool.begin().await?;
+    lock_writes(&mut tx).await?;
+    let now = db_now(&mut tx).await?;
+    let effective_at = match change.effective_at {
+        None => now,
+        Some(t) if t < now - PAST_TOLERANCE => return Err(StoreError::EffectiveAtInPast { now }),
+        Some(t) => t.max(now),
+    };
+    let (level, scope_id) = (change.scope.level(), change.scope.id());
+    let here = history(&mut tx, def, level, scope_id).await?;
+    let replaced = match entry_at(&here, now).and_then(|e| e.value.clone()) {
+        Some(stored) => stored,
+        None => global_value(&mut tx, def, now).await?,
+    };
+    if replaced != change.old_value {
+        return Err(StoreError::StaleOldValue { current: replaced });
+    }
+    if change.value.is_none()
+        && entry_at(&here, effective_at)
+            .and_then(|e| e.value.as_ref())
+            .is_none()
+    {
+        return Err(StoreError::NotOverridden);
+    }
+    let new_json = change.value.as_ref().map(Value::to_json);
+    let row = append_row(
+        &mut tx,
+        def.key.as_str(),
+        level,
+        scope_id,
+        new_json.clone(),
+        effective_at,
+        actor.principal,
+        &change.reason,
+    )
+    .await?;
+    let record = NewAuditRecord {
+        actor: actor.principal,
+        action: if change.value.is_some() {
+            "policy_value.set"
+        } else {
+            "policy_value.unset"
+        },
+        policy_key: Some(def.key.as_str()),
+        scope_level: Some(level.as_str()),
+        scope_id: Some(scope_id),
+        effective_at: Some(effective_at),
+        request_id: actor.request_id,
+        value_seq: Some(row.seq),
+        metadata: serde_json::json!({
+            "policy_key": def.key.as_str(),
+            "scope": change.scope.to_json(),
+            "old_value": replaced.to_json(),
+            "new_value": new_json,
+            "reason": change.reason,
+            "value_id": row.id,
+        }),
+        ..Default::default()
+    };
+    let audit = audit::append(&mut *tx, &record).await?;
+    tx.commit().await?;
+    Ok(Written {
+        value: row,
+        old_value: Some(replaced.to_json()),
+        audit,
+    })
+}
+
+/// The key's global value at `at`: an admin-set global row, else the default.
+async fn global_value(
+    conn: &mut PgConnection,
+    def: &KeyDef,
+    at: OffsetDateTime,
+) -> Result<Value, StoreError> {
+    let global = history(conn, def, Level::Global, "").await?;
+    Ok(entry_at(&global, at)
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| def.default.clone()))
+}
+
+/// Inserts one set (`value` given) or unset (`None`) row. The database
+/// assigns seq and notifies listeners at commit. Checks nothing: callers
+/// validate first (`write` does).
+#[allow(clippy::too_many_arguments)]
+pub async fn append_row(
+    conn: &mut PgConnection,
+    key: &str,
+    level: Level,
+    scope_id: &str,
+    value: Option<serde_json::Value>,
+    effective_at: OffsetDateTime,
+    actor: &str,
+    reason: &str,
+) -> Result<ValueRow, StoreError> {
+    let kind = if value.is_some() { "set" } else { "unset" };
+    let row = sqlx::query_as!(
+        ValueRow,
+        "insert into policy_values (kind, key, level, scope_id, value, effective_at, actor, reason)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)
+         returning id, seq, kind, key, level, scope_id, value, effective_at, actor, reason, created_at",
+        kind,
+        key,
+        level.as_str(),
+        scope_id,
+        value,
+        effective_at,
+        actor,
+        reason,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row)
+}
+
+/// The history of (key, level, scope id): set and unset rows not cancelled,
+/// sorted by `(effective_at, seq)`.
+pub async fn history(
+    conn: &mut PgConnection,
+    def: &KeyDef,
+    level: Level,
+    scope_id: &str,
+) -> Result<Vec<Entry>, StoreError> {
+    let rows = sqlx::query!(
+        r#"select seq as "seq!", id as "id!", value, effective_at as "effective_at!"
+           from policy_value_history
+           where key = $1 and level = $2 and scope_id = $3
+           order by effective_at, seq"#,
+        def.key.as_str(),
+        level.as_str(),
+        scope_id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Entry {
+                seq: r.seq,
+                id: r.id,
+                effective_at: r.effective_at,
+                value: typed(def, r.value)?,
+            })
+        })
+        .collect()
+}
+
+/// Reads a stored JSON value as the key's type; a mismatch means the row was
+/// written around the store's checks.
+pub(crate) fn typed(
+    def: &KeyDef,
+    json: Option<serde_json::Value>,
+) -> Result<Option<Value>, StoreError> {
+    json.map(|j| {
+        Value::from_json(&j, def.value_type).map_err(|e| {
+            StoreError::Corrupt(format!("value of {} does not fit its type: {e}", def.key))
+        })
+    })
+    .transpose()
+}
+
+/// Cancels a scheduled change that has not taken effect yet: inserts a
+/// `cancel` row naming it and an audit record, in one transaction.
+pub async fn cancel(
+    pool: &PgPool,
+    value_id: Uuid,
+    reason: &str,
+    actor: Actor<'_>,
+) -> Result<Written, StoreError> {
+    let mut tx = pool.begin().await?;
+    lock_writes(&mut tx).await?;
+    let now = db_now(&mut tx).await?;
+    let target = sqlx::query!(
+        r#"select v.seq, v.kind, v.key, v.level, v.scope_id, v.value, v.effective_at,
+                  exists (select 1 from policy_values c where c.cancels_seq = v.seq) as "cancelled!"
+           from policy_values v where v.id = $1"#,
+        value_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    if target.cancelled {
+        return Err(StoreError::AlreadyCancelled);
+    }
+    if target.kind == "cancel" || target.effective_at <= now {
+        return Err(StoreError::NotScheduled);
+    }
+    let row = sqlx::query_as!(
+        ValueRow,
+        "insert into policy_values (kind, key, level, scope_id, value, effective_at, actor, reason, cancels_seq)
+         values ('cancel', $1, $2, $3, null, $4, $5, $6, $7)
+         returning id, seq, kind, key, level, scope_id, value, effective_at, actor, reason, created_at",
+        target.key,
+        target.level,
+        target.scope_id,
+        now,
+        actor.principal,
+        reason,
+        target.seq,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let scope = WriteScope::at(
+        Level::parse(&target.level).unwrap_or(Level::Global),
+        &target.scope_id,
+    )
+    .map(|s| s.to_json())
+    .unwrap_or_default();
+    let record = NewAuditRecord {
+        actor: actor.principal,
+        action: "policy_value.cancel",
+        policy_key: Some(&target.key),
+        scope_level: Some(&target.level),
+        scope_id: Some(&target.scope_id),
+        effective_at: Some(target.effective_at),
+        request_id: actor.request_id,
+        value_seq: Some(row.seq),
+        metadata: serde_json::json!({
+            "policy_key": target.key,
+            "scope": scope,
+            "old_value": target.value,
+            "new_value": null,
+            "reason": reason,
+            "cancelled_value_id": value_id,
+            "value_id": row.id,
+        }),
+        ..Default::default()
+    };
+    let audit = audit::append(&mut *tx, &record).await?;
+    tx.commit().await?;
+    Ok(Written {
+        old_value: target.value,
+        value: row,
+        audit,
+    })
+}
+
+/// One scope's override of a key: what is in force now and what is scheduled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Override {
+    pub level: String,
+    pub scope: serde_json::Value,
+    /// The row in force now; a removal (tombstone) shows as `value: null`.
+    pub current: Option<ValueRow>,
+    pub scheduled: Vec<ValueRow>,
+}
+
+/// Every scope that overrides `key` now or has a change scheduled, most
+/// specific level first.
+pub async fn overrides(
+    executor: impl PgExecutor<'_>,
+    key: &str,
+) -> Result<Vec<Override>, StoreError> {
+    let rows = sqlx::query!(
+        r#"select l.id as "id!", l.seq as "seq!", v.kind, l.key as "key!", l.level as "level!",
+                  l.scope_id as "scope_id!", l.value, l.effective_at as "effective_at!",
+                  l.actor as "actor!", l.reason as "reason!", l.created_at as "created_at!",
+                  l.effective_at > now() as "scheduled!"
+           from policy_values_live l join policy_values v on v.seq = l.seq
+           where l.key = $1
+           order by array_position(array['user','project','org','plan','global'], l.level),
+                    l.scope_id, l.effective_at, l.seq"#,
+        key
+    )
+    .fetch_all(executor)
+    .await?;
+    let mut out: Vec<Override> = Vec::new();
+    for r in rows {
+        let scope = scope_json(&r.level, &r.scope_id);
+        if !out
+            .last()
+            .is_some_and(|o| o.level == r.level && o.scope == scope)
+        {
+            out.push(Override {
+                level: r.level.clone(),
+                scope,
+                current: None,
+                scheduled: Vec::new(),
+            });
+        }
+        let row = ValueRow {
+            id: r.id,
+            seq: r.seq,
+            kind: r.kind,
+            key: r.key,
+            level: r.level,
+            scope_id: r.scope_id,
+            value: r.value,
+            effective_at: r.effective_at,
+            actor: r.actor,
+            reason: r.reason,
+            created_at: r.created_at,
+        };
+        let Some(entry) = out.last_mut() else {
+            continue;
+        };
+        if r.scheduled {
+            entry.scheduled.push(row);
+        } else {
+            entry.current = Some(row);
+        }
+    }
+    out.retain(|o| {
+        o.current.as_ref().is_some_and(|c| c.value.is_some()) || !o.scheduled.is_empty()
+    });
+    Ok(out)
+}
+
+fn scope_json(level: &str, scope_id: &str) -> serde_json::Value {
+    Level::parse(level)
+        .and_then(|l| WriteScope::at(l, scope_id).ok())
+        .map(|s| s.to_json())
+        .unwrap_or_default()
+}

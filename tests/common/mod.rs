@@ -1,0 +1,132 @@
+//! Test helpers: the real server on port 0 over a per-test database (from
+//! `#[sqlx::test]`), the built-in catalog synced, one token per role, and
+//! typed request helpers.
+#![allow(dead_code)]
+
+use policy_values::domain::Catalog;
+use policy_values::server::{auth, Application};
+use policy_values::store::{keys, tokens, tokens::Role};
+use reqwest::StatusCode;
+use serde_json::Value as Json;
+use sqlx::PgPool;
+
+pub struct TestApp {
+    pub base: String,
+    pub pool: PgPool,
+    pub http: reqwest::Client,
+    pub admin: String,
+    pub auditor: String,
+    pub reader: String,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: Json,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.json["code"].as_str().unwrap_or("")
+    }
+}
+
+pub async fn create_token(pool: &PgPool, role: Role, name: &str) -> String {
+    let token = auth::generate_token().unwrap();
+    tokens::insert(pool, name, role, &token, None)
+        .await
+        .unwrap();
+    token
+}
+
+impl TestApp {
+    pub async fn spawn(pool: PgPool) -> TestApp {
+        let catalog = Catalog::builtin().unwrap();
+        keys::sync(&pool, &catalog, "catalog-sync", "test setup")
+            .await
+            .unwrap();
+        let admin = create_token(&pool, Role::Admin, "alice-admin").await;
+        let auditor = create_token(&pool, Role::Auditor, "ava-auditor").await;
+        let reader = create_token(&pool, Role::Reader, "rex-reader").await;
+        let app = Application::build(pool.clone(), "127.0.0.1:0")
+            .await
+            .unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        TestApp {
+            base,
+            pool,
+            http: reqwest::Client::new(),
+            admin,
+            auditor,
+            reader,
+        }
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let json = if bytes.is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        Reply {
+            status,
+            headers,
+            json,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.send(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(token),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Json) -> Reply {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(token)
+                .json(body),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/admin/policy-values` as the admin.
+    pub async fn write(&self, body: Json) -> Reply {
+        self.post("/api/v1/admin/policy-values", &self.admin, &body)
+            .await
+    }
+
+    /// The resolved value of `key` for a query-string scope such as `org_id=acme`.
+    pub async fn resolve(&self, key: &str, scope: &str) -> Json {
+        let reply = self
+            .get(
+                &format!("/api/v1/policy-values/resolve?key={key}&{scope}"),
+                &self.reader,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        reply.json["value"].clone()
+    }
+
+    /// Rows in policy_values and audit_logs, to prove a refusal wrote nothing.
+    pub async fn counts(&self) -> (i64, i64) {
+        let values = sqlx::query_scalar::<_, i64>("select count(*) from policy_values")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        let audit = sqlx::query_scalar::<_, i64>("select count(*) from audit_logs")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        (values, audit)
+    }
+}
