@@ -104,14 +104,18 @@ pub async fn snapshot(
         .await
         .map_err(crate::store::StoreError::from)?;
     let snapshot = store_resolve::snapshot(&mut conn, &defs, &scope).await?;
-    let body = serde_json::to_vec(&snapshot).map_err(|e| {
-        tracing::error!(error = %e, "snapshot serialization");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the server log",
-        )
-    })?;
+    // Canonical JSON: through serde_json::Value, whose maps sort their keys,
+    // then compact; any client can recompute the ETag from the body.
+    let body = serde_json::to_value(&snapshot)
+        .and_then(|v| serde_json::to_vec(&v))
+        .map_err(|e| {
+            tracing::error!(error = %e, "snapshot serialization");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the server log",
+            )
+        })?;
     let etag = format!("\"{}\"", hex::encode(Sha256::digest(&body)));
     let etag_header = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
     let matches = headers

@@ -141,3 +141,39 @@ pub async fn recent(
     .await?;
     Ok(rows.into_iter().map(AuditRecord::from).collect())
 }
+
+/// The canonical bytes of a record that its hash covers, as the database's
+/// `audit_canonical()` builds them: each field as `<byte length>:<text>;`, or
+/// `-;` for null; times as microseconds since the epoch; `metadata` as the
+/// database's text form of the jsonb. A verifier recomputes
+/// `sha256(prev_hash || canonical)` with this and compares.
+pub fn canonical(record: &AuditRecord, metadata_text: &str) -> Vec<u8> {
+    fn field(out: &mut String, value: Option<&str>) {
+        match value {
+            Some(v) => {
+                out.push_str(&v.len().to_string());
+                out.push(':');
+                out.push_str(v);
+                out.push(';');
+            }
+            None => out.push_str("-;"),
+        }
+    }
+    let micros = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1000).to_string();
+    let mut out = String::new();
+    field(&mut out, Some(&record.seq.to_string()));
+    field(&mut out, Some(&record.id.to_string()));
+    field(&mut out, Some(&micros(record.occurred_at)));
+    field(&mut out, Some(&record.actor));
+    field(&mut out, Some(&record.action));
+    field(&mut out, Some(&record.outcome));
+    field(&mut out, record.code.as_deref());
+    field(&mut out, record.policy_key.as_deref());
+    field(&mut out, record.scope_level.as_deref());
+    field(&mut out, record.scope_id.as_deref());
+    field(&mut out, record.effective_at.map(micros).as_deref());
+    field(&mut out, record.request_id.as_deref());
+    field(&mut out, record.value_seq.map(|s| s.to_string()).as_deref());
+    field(&mut out, Some(metadata_text));
+    out.into_bytes()
+}

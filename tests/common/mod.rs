@@ -130,3 +130,30 @@ impl TestApp {
         (values, audit)
     }
 }
+
+/// A new, migrated database on the server of `DATABASE_URL`, for tests that
+/// cannot take `#[sqlx::test]` (they drive their own runtime).
+pub async fn fresh_database() -> PgPool {
+    use sqlx::ConnectOptions;
+    let url =
+        std::env::var("DATABASE_URL").expect("DATABASE_URL must point at a PostgreSQL server");
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let name = format!("pv_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options.database(&name))
+        .await
+        .unwrap();
+    policy_values::store::migrate(&pool).await.unwrap();
+    pool
+}

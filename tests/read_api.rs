@@ -1,0 +1,169 @@
+//! The read API: resolve with its explanation, the catalog, and the
+//! per-scope snapshot with ETag and 304.
+
+mod common;
+
+use common::TestApp;
+use reqwest::StatusCode;
+use serde_json::{json, Value as Json};
+use sqlx::PgPool;
+
+const KEY: &str = "rate_limit.api_requests_per_minute";
+
+async fn set(app: &TestApp, scope: Json, value: i64, old: i64) {
+    let body =
+        json!({"key": KEY, "scope": scope, "value": value, "reason": "test", "old_value": old});
+    let reply = app.write(body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+}
+
+#[sqlx::test]
+async fn the_most_specific_level_wins_and_explain_lists_every_level(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    set(&app, json!({}), 200, 120).await;
+    set(&app, json!({"plan": "pro"}), 300, 200).await;
+    set(&app, json!({"org_id": "acme"}), 400, 200).await;
+    set(&app, json!({"project_id": "p1"}), 500, 200).await;
+    set(&app, json!({"user_id": "u1"}), 600, 200).await;
+
+    let full = "user_id=u1&project_id=p1&org_id=acme&plan=pro";
+    assert_eq!(app.resolve(KEY, full).await, json!(600));
+    assert_eq!(
+        app.resolve(KEY, "user_id=u2&project_id=p1&org_id=acme&plan=pro")
+            .await,
+        json!(500)
+    );
+    assert_eq!(
+        app.resolve(KEY, "project_id=p2&org_id=acme&plan=pro").await,
+        json!(400)
+    );
+    assert_eq!(app.resolve(KEY, "org_id=other&plan=pro").await, json!(300));
+    assert_eq!(app.resolve(KEY, "plan=free").await, json!(200));
+    assert_eq!(app.resolve("billing.window_seconds", full).await, json!(60));
+
+    let reply = app
+        .get(
+            &format!("/api/v1/policy-values/resolve?key={KEY}&org_id=acme&plan=pro"),
+            &app.reader,
+        )
+        .await;
+    assert_eq!(reply.json["type"], "int");
+    assert_eq!(reply.json["source"]["level"], "org");
+    assert_eq!(reply.json["source"]["scope_id"], "acme");
+    let explain: Vec<(String, String, Json, bool)> = reply.json["explain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["level"].as_str().unwrap().into(),
+                r["state"].as_str().unwrap().into(),
+                r["value"].clone(),
+                r["won"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        explain,
+        vec![
+            ("user".into(), "not_provided".into(), Json::Null, false),
+            ("project".into(), "not_provided".into(), Json::Null, false),
+            ("org".into(), "set".into(), json!(400), true),
+            ("plan".into(), "set".into(), json!(300), false),
+            ("global".into(), "set".into(), json!(200), false),
+            ("default".into(), "default".into(), json!(120), false),
+        ]
+    );
+}
+
+#[sqlx::test]
+async fn bad_resolve_queries_get_422_with_a_code(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let cases = [
+        ("key=no.such_key", "unknown_key"),
+        ("org_id=acme", "missing_field"),
+        (&*format!("key={KEY}&team_id=x"), "invalid_query"),
+        (&*format!("key={KEY}&user_id="), "invalid_scope"),
+        (&*format!("key={KEY}&at=yesterday"), "invalid_time"),
+    ];
+    for (query, code) in cases {
+        let reply = app
+            .get(
+                &format!("/api/v1/policy-values/resolve?{query}"),
+                &app.reader,
+            )
+            .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, code),
+            "{query}: {}",
+            reply.json
+        );
+    }
+}
+
+#[sqlx::test]
+async fn the_catalog_lists_sixteen_bounded_keys(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let reply = app.get("/api/v1/policy-keys", &app.reader).await;
+    let keys = reply.json["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 16);
+    let refund = keys
+        .iter()
+        .find(|k| k["key"] == "allocation.refund_window_days")
+        .unwrap();
+    assert_eq!(refund["type"], "int");
+    assert_eq!(refund["default"], json!(30));
+    assert_eq!(refund["bounds"], json!({"min": 0, "max": 365}));
+    let isolation = keys
+        .iter()
+        .find(|k| k["key"] == "allocation.isolation_model")
+        .unwrap();
+    assert_eq!(
+        isolation["bounds"],
+        json!({"enum": ["user-revoke", "full-reimage"]})
+    );
+}
+
+#[sqlx::test]
+async fn the_snapshot_has_every_key_a_version_and_an_etag_that_answers_304(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let path = "/api/v1/policy-values/snapshot?org_id=acme";
+    let first = app.get(path, &app.reader).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.json["values"].as_object().unwrap().len(), 16);
+    assert_eq!(first.json["version"], json!(0));
+    assert_eq!(first.json["scope"], json!({"org_id": "acme"}));
+    let etag = first.headers["etag"].to_str().unwrap().to_string();
+
+    let again = app
+        .send(
+            app.http
+                .get(format!("{}{path}", app.base))
+                .bearer_auth(&app.reader)
+                .header("if-none-match", &etag),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers["etag"].to_str().unwrap(), etag);
+
+    set(&app, json!({"org_id": "acme"}), 999, 120).await;
+    let changed = app
+        .send(
+            app.http
+                .get(format!("{}{path}", app.base))
+                .bearer_auth(&app.reader)
+                .header("if-none-match", &etag),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_ne!(changed.headers["etag"].to_str().unwrap(), etag);
+    assert_eq!(changed.json["values"][KEY]["value"], json!(999));
+    assert_eq!(changed.json["values"][KEY]["source"]["level"], "org");
+    assert_eq!(changed.json["version"], json!(1));
+    // The ETag is the SHA-256 of the canonical JSON (sorted keys, compact).
+    use sha2::Digest;
+    let body = serde_json::to_vec(&changed.json).unwrap();
+    let expected = format!("\"{}\"", hex::encode(sha2::Sha256::digest(&body)));
+    assert_eq!(changed.headers["etag"].to_str().unwrap(), expected);
+}
