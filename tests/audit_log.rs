@@ -87,3 +87,38 @@ async fn every_hash_is_sha256_of_the_previous_hash_and_the_canonical_row(pool: P
     assert_eq!(last.metadata["reason"], "quoting: ;:- and ünïcode");
     assert_eq!(last.scope_id.as_deref(), Some("a;b:c"));
 }
+
+#[sqlx::test]
+async fn the_application_role_may_append_but_not_rewrite(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    sqlx::query("set role policy_values_app")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("insert into audit_logs (actor, action, prev_hash, hash) values ('app', 'test.append', '', '')")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    for statement in [
+        "update audit_logs set actor = 'x'",
+        "delete from audit_logs",
+        "truncate audit_logs",
+    ] {
+        let err = sqlx::query(statement)
+            .execute(&mut *conn)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{statement}: {err}"
+        );
+    }
+    sqlx::query("reset role").execute(&mut *conn).await.unwrap();
+    let appended: i64 =
+        sqlx::query_scalar("select count(*) from audit_logs where action = 'test.append'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(appended, 1);
+}
