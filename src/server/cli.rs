@@ -29,6 +29,9 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long, env = "POLICY_VALUES_ADDR", default_value = "127.0.0.1:8080")]
         addr: String,
+        /// Do not migrate at start (when serving as a role that may not).
+        #[arg(long, env = "POLICY_VALUES_SKIP_MIGRATE")]
+        skip_migrate: bool,
         #[command(flatten)]
         catalog: CatalogArg,
     },
@@ -75,9 +78,15 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .database_url
         .ok_or("DATABASE_URL is not set (use --database-url or the environment)")?;
     match cli.command {
-        Command::Serve { addr, catalog } => {
+        Command::Serve {
+            addr,
+            skip_migrate,
+            catalog,
+        } => {
             let pool = store::connect(&url, 16).await?;
-            store::migrate(&pool).await?;
+            if !skip_migrate {
+                store::migrate(&pool).await?;
+            }
             sync(&pool, &catalog).await?;
             let app = super::Application::build(pool, &addr).await?;
             tracing::info!(%addr, port = app.port(), "serving");
