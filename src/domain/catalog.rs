@@ -83,25 +83,15 @@ impl RawKey {
         let name = self.key.as_str();
         let key = PolicyKey::parse(name)
             .ok_or_else(|| invalid(name, "is not a dotted lowercase key name"))?;
-        let bounds = match (self.value_type, self.min, self.max, self.enum_values) {
-            (ValueType::Int, Some(min), Some(max), None) if min <= max => Bounds::Int { min, max },
-            (ValueType::Int, ..) => {
-                return Err(invalid(name, "an int key needs min <= max and no enum"))
-            }
-            (ValueType::String, None, None, Some(values)) if !values.is_empty() => {
-                Bounds::Enum { values }
-            }
-            (ValueType::String, ..) => {
-                return Err(invalid(
-                    name,
-                    "a string key needs a non-empty enum and no min/max",
-                ))
-            }
-            (ValueType::Bool, None, None, None) => Bounds::Bool {},
-            (ValueType::Bool, ..) => {
-                return Err(invalid(name, "a bool key takes no min, max or enum"))
-            }
-        };
+        let bounds = Bounds::from_parts(self.value_type, self.min, self.max, self.enum_values)
+            .ok_or_else(|| {
+                let need = match self.value_type {
+                    ValueType::Int => "an int key needs min <= max and no enum",
+                    ValueType::String => "a string key needs a non-empty enum and no min/max",
+                    ValueType::Bool => "a bool key takes no min, max or enum",
+                };
+                invalid(name, need)
+            })?;
         let default = Value::from_json(&self.default, self.value_type)
             .map_err(|e| invalid(name, e.to_string()))?;
         let def = KeyDef {

@@ -84,6 +84,35 @@ pub enum Bounds {
 }
 
 impl Bounds {
+    /// Bounds from their stored parts, if they fit the type: min <= max for
+    /// ints, a non-empty enum for strings, nothing for bools.
+    pub fn from_parts(
+        value_type: ValueType,
+        min: Option<i64>,
+        max: Option<i64>,
+        values: Option<Vec<String>>,
+    ) -> Option<Bounds> {
+        match (value_type, min, max, values) {
+            (ValueType::Int, Some(min), Some(max), None) if min <= max => {
+                Some(Bounds::Int { min, max })
+            }
+            (ValueType::String, None, None, Some(values)) if !values.is_empty() => {
+                Some(Bounds::Enum { values })
+            }
+            (ValueType::Bool, None, None, None) => Some(Bounds::Bool {}),
+            _ => None,
+        }
+    }
+
+    /// The stored parts: (min, max, enum).
+    pub fn to_parts(&self) -> (Option<i64>, Option<i64>, Option<Vec<String>>) {
+        match self {
+            Bounds::Int { min, max } => (Some(*min), Some(*max), None),
+            Bounds::Enum { values } => (None, None, Some(values.clone())),
+            Bounds::Bool {} => (None, None, None),
+        }
+    }
+
     pub fn value_type(&self) -> ValueType {
         match self {
             Bounds::Int { .. } => ValueType::Int,
@@ -95,7 +124,7 @@ impl Bounds {
     pub fn contains(&self, value: &Value) -> bool {
         match (self, value) {
             (Bounds::Int { min, max }, Value::Int(v)) => (min..=max).contains(&v),
-            (Bounds::Enum { values }, Value::String(s)) => values.iter().any(|e| e == s),
+            (Bounds::Enum { values }, Value::String(s)) => values.iter().any(|e| **e == **s),
             (Bounds::Bool {}, Value::Bool(_)) => true,
             _ => false,
         }

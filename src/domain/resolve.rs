@@ -23,8 +23,13 @@ pub struct Entry {
 }
 
 /// The entry in effect at `at` in a history sorted by `(effective_at, seq)`.
-pub fn entry_at(history: &[Entry], at: OffsetDateTime) -> Option<&Entry> {
-    let in_effect = history.partition_point(|e| e.effective_at <= at);
+/// `at: None` means "every entry is already in effect", so the last one wins
+/// without reading a clock (the client's fast path when nothing is scheduled).
+pub fn entry_at(history: &[Entry], at: Option<OffsetDateTime>) -> Option<&Entry> {
+    let in_effect = match at {
+        Some(at) => history.partition_point(|e| e.effective_at <= at),
+        None => history.len(),
+    };
     in_effect.checked_sub(1).map(|i| &history[i])
 }
 
@@ -41,12 +46,13 @@ pub struct Resolved<'a> {
     pub winner: Winner<'a>,
 }
 
-/// Resolves `def` for `scope` at `at`. `history(level, scope_id)` gives the
-/// sorted history stored at that level for that id, if any.
+/// Resolves `def` for `scope` at `at` (see `entry_at` for `None`).
+/// `history(level, scope_id)` gives the sorted history stored at that level
+/// for that id, if any.
 pub fn resolve<'a, H>(
     def: &'a KeyDef,
     scope: &Scope,
-    at: OffsetDateTime,
+    at: Option<OffsetDateTime>,
     history: H,
 ) -> Resolved<'a>
 where
@@ -106,7 +112,7 @@ pub struct LevelReport {
 pub fn explain<'a, H>(
     def: &'a KeyDef,
     scope: &Scope,
-    at: OffsetDateTime,
+    at: Option<OffsetDateTime>,
     history: H,
 ) -> Vec<LevelReport>
 where
@@ -191,7 +197,7 @@ pub struct Resolution {
 pub fn resolution<'a, H>(
     def: &'a KeyDef,
     scope: &Scope,
-    at: OffsetDateTime,
+    at: Option<OffsetDateTime>,
     history: H,
 ) -> Resolution
 where
@@ -256,10 +262,10 @@ mod tests {
             entry(2, t, Some(2)),
             entry(3, t + time::Duration::DAY, Some(3)),
         ];
-        assert_eq!(entry_at(&history, t - time::Duration::SECOND), None);
-        assert_eq!(entry_at(&history, t).map(|e| e.seq), Some(2));
+        assert_eq!(entry_at(&history, Some(t - time::Duration::SECOND)), None);
+        assert_eq!(entry_at(&history, Some(t)).map(|e| e.seq), Some(2));
         assert_eq!(
-            entry_at(&history, t + time::Duration::DAY).map(|e| e.seq),
+            entry_at(&history, Some(t + time::Duration::DAY)).map(|e| e.seq),
             Some(3)
         );
     }
@@ -279,8 +285,8 @@ mod tests {
             _ => None,
         };
         let scope = Scope::new().user("u1").org("acme");
-        assert_eq!(resolve(&def, &scope, t, lookup).value, &Value::Int(7));
-        let later = resolve(&def, &scope, t + time::Duration::HOUR, lookup);
+        assert_eq!(resolve(&def, &scope, Some(t), lookup).value, &Value::Int(7));
+        let later = resolve(&def, &scope, Some(t + time::Duration::HOUR), lookup);
         assert_eq!(later.value, &Value::Int(45));
         assert!(matches!(
             later.winner,
@@ -289,13 +295,13 @@ mod tests {
                 ..
             }
         ));
-        let before = resolve(&def, &scope, t - time::Duration::HOUR, lookup);
+        let before = resolve(&def, &scope, Some(t - time::Duration::HOUR), lookup);
         assert_eq!(
             (before.value, before.winner),
             (&Value::Int(30), Winner::Default)
         );
 
-        let explained = explain(&def, &scope, t + time::Duration::HOUR, lookup);
+        let explained = explain(&def, &scope, Some(t + time::Duration::HOUR), lookup);
         let states: Vec<_> = explained
             .iter()
             .map(|r| (r.level, r.state, r.won))

@@ -1,16 +1,19 @@
 //! Typed policy values and their checks against a key's type and bounds.
 
+use std::sync::Arc;
+
 use serde::{Serialize, Serializer};
 
 use super::key::ValueType;
 
 /// A policy value. Its JSON form is the plain JSON scalar (`45`, `true`,
-/// `"full-reimage"`).
+/// `"full-reimage"`). Strings are shared (`Arc<str>`), so handing one out
+/// of the client's replica is a reference-count increment, not a copy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Value {
     Int(i64),
     Bool(bool),
-    String(String),
+    String(Arc<str>),
 }
 
 /// Why a value does not fit a key.
@@ -29,7 +32,9 @@ impl Value {
         let parsed = match (value_type, json) {
             (ValueType::Int, serde_json::Value::Number(n)) => n.as_i64().map(Value::Int),
             (ValueType::Bool, serde_json::Value::Bool(b)) => Some(Value::Bool(*b)),
-            (ValueType::String, serde_json::Value::String(s)) => Some(Value::String(s.clone())),
+            (ValueType::String, serde_json::Value::String(s)) => {
+                Some(Value::String(Arc::from(s.as_str())))
+            }
             _ => None,
         };
         parsed.ok_or_else(|| ValueError::TypeMismatch {
@@ -42,7 +47,7 @@ impl Value {
         match self {
             Value::Int(i) => serde_json::Value::from(*i),
             Value::Bool(b) => serde_json::Value::Bool(*b),
-            Value::String(s) => serde_json::Value::String(s.clone()),
+            Value::String(s) => serde_json::Value::String(s.to_string()),
         }
     }
 

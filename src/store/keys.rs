@@ -31,19 +31,13 @@ impl KeyRow {
         let key = PolicyKey::parse(&self.key).ok_or_else(|| corrupt("bad key name"))?;
         let value_type =
             ValueType::parse(&self.value_type).ok_or_else(|| corrupt("bad value_type"))?;
-        let bounds = match (
+        let bounds = Bounds::from_parts(
             value_type,
             self.min_value,
             self.max_value,
-            &self.enum_values,
-        ) {
-            (ValueType::Int, Some(min), Some(max), None) => Bounds::Int { min, max },
-            (ValueType::String, None, None, Some(values)) => Bounds::Enum {
-                values: values.clone(),
-            },
-            (ValueType::Bool, None, None, None) => Bounds::Bool {},
-            _ => return Err(corrupt("bounds do not fit the type")),
-        };
+            self.enum_values.clone(),
+        )
+        .ok_or_else(|| corrupt("bounds do not fit the type"))?;
         let default = Value::from_json(&self.default_value, value_type)
             .map_err(|e| corrupt(&e.to_string()))?;
         Ok(KeyDef {
@@ -158,11 +152,7 @@ async fn upsert(
     actor: &str,
     reason: &str,
 ) -> Result<(), StoreError> {
-    let (min, max, values) = match &def.bounds {
-        Bounds::Int { min, max } => (Some(*min), Some(*max), None),
-        Bounds::Enum { values } => (None, None, Some(values.clone())),
-        Bounds::Bool {} => (None, None, None),
-    };
+    let (min, max, values) = def.bounds.to_parts();
     sqlx::query!(
         "insert into policy_keys
              (key, value_type, default_value, min_value, max_value, enum_values, description, unit, fail_closed)

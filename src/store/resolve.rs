@@ -81,7 +81,7 @@ fn resolve_from(def: &KeyDef, scope: &Scope, at: OffsetDateTime, rows: &[InEffec
             .find(|r| r.key == def.key.as_str() && r.level == level && r.scope_id == id)
             .map(|r| &r.entry[..])
     };
-    resolution(def, scope, at, history)
+    resolution(def, scope, Some(at), history)
 }
 
 /// Resolves one key for `scope` at `at` (default: the database time now).

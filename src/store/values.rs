@@ -81,7 +81,7 @@ pub async fn write(
     };
     let (level, scope_id) = (change.scope.level(), change.scope.id());
     let here = history(&mut tx, def, level, scope_id).await?;
-    let replaced = match entry_at(&here, now).and_then(|e| e.value.clone()) {
+    let replaced = match entry_at(&here, Some(now)).and_then(|e| e.value.clone()) {
         Some(stored) => stored,
         None => global_value(&mut tx, def, now).await?,
     };
@@ -89,7 +89,7 @@ pub async fn write(
         return Err(StoreError::StaleOldValue { current: replaced });
     }
     if change.value.is_none()
-        && entry_at(&here, effective_at)
+        && entry_at(&here, Some(effective_at))
             .and_then(|e| e.value.as_ref())
             .is_none()
     {
@@ -146,7 +146,7 @@ async fn global_value(
     at: OffsetDateTime,
 ) -> Result<Value, StoreError> {
     let global = history(conn, def, Level::Global, "").await?;
-    Ok(entry_at(&global, at)
+    Ok(entry_at(&global, Some(at))
         .and_then(|e| e.value.clone())
         .unwrap_or_else(|| def.default.clone()))
 }
