@@ -1,0 +1,147 @@
+# policy-values developer tasks. `make` (or `make help`) lists them.
+#
+# Databases come from scripts/dev-db.sh: $DATABASE_URL's server if set, else
+# the server on 127.0.0.1:5432, else a project-local cluster in .pgdata/.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+CARGO ?= cargo
+DEV_DB := ./scripts/dev-db.sh
+SQLX_CLI_VERSION := 0.8.6
+# Extra arguments for the test runner, e.g. `make test TEST_ARGS=resolve`.
+TEST_ARGS ?=
+
+# Shell expressions, expanded inside recipes.
+BIN := "$${CARGO_TARGET_DIR:-target}/debug/policy-values"
+ADDR := $${POLICY_VALUES_ADDR:-127.0.0.1:8080}
+
+.PHONY: help run build test lint sqlx-check prepare sqlx-cli fmt migrate seed bench db-url db-stop
+
+help:
+	@echo "policy-values make targets:"
+	@echo "  run         dev database + migrate + seed + admin token, then serve"
+	@echo "  build       cargo build --bin policy-values (SQLX_OFFLINE=true)"
+	@echo "  test        run the test suite against database policy_values_test"
+	@echo "  lint        rustfmt check, clippy (all features / no default features), sqlx-check"
+	@echo "  sqlx-check  check that .sqlx/ offline query data is up to date"
+	@echo "  prepare     regenerate .sqlx/ offline query data"
+	@echo "  fmt         cargo fmt --all"
+	@echo "  migrate     apply migrations to the dev database (policy_values)"
+	@echo "  seed        load seed data into the dev database"
+	@echo "  bench       cargo bench against database policy_values_bench"
+	@echo "  db-url      print the dev database URL"
+	@echo "  db-stop     stop the project-local PostgreSQL cluster (.pgdata/), if any"
+
+build:
+	SQLX_OFFLINE=true $(CARGO) build --bin policy-values
+
+run:
+	@URL=$$($(DEV_DB) policy_values)
+	echo "==> SQLX_OFFLINE=true $(CARGO) build --bin policy-values" >&2
+	SQLX_OFFLINE=true $(CARGO) build --bin policy-values
+	export DATABASE_URL="$$URL"
+	echo "==> policy-values migrate" >&2
+	$(BIN) migrate
+	echo "==> policy-values seed" >&2
+	$(BIN) seed
+	echo "==> policy-values token create --role admin --name dev-admin" >&2
+	TOKEN=$$($(BIN) token create --role admin --name dev-admin | tail -n 1)
+	if [[ -z "$$TOKEN" ]]; then echo "error: token create printed no token" >&2; exit 1; fi
+	mkdir -p .dev
+	(umask 077 && printf '%s\n' "$$TOKEN" > .dev/admin-token)
+	chmod 600 .dev/admin-token
+	ADDR="$(ADDR)"
+	echo
+	echo "=================================================================="
+	echo " policy-values dev server"
+	echo "   database : $$URL"
+	echo "   listening: http://$$ADDR"
+	echo "   admin token (also in .dev/admin-token); paste into another shell:"
+	echo
+	echo "TOKEN=$$TOKEN"
+	echo
+	echo " try:"
+	echo "   curl -s -H \"Authorization: Bearer $$TOKEN\" \"http://$$ADDR/api/v1/policy-values/resolve?key=allocation.refund_window_days&org_id=acme\""
+	echo "=================================================================="
+	echo
+	exec $(BIN) serve
+
+test:
+	@URL=$$($(DEV_DB) policy_values_test)
+	if $(CARGO) nextest --version >/dev/null 2>&1; then
+		echo "==> DATABASE_URL=$$URL SQLX_OFFLINE=true $(CARGO) nextest run --all-features --no-fail-fast $(TEST_ARGS)" >&2
+		DATABASE_URL="$$URL" SQLX_OFFLINE=true $(CARGO) nextest run --all-features --no-fail-fast $(TEST_ARGS)
+	else
+		echo "==> (cargo-nextest not found) DATABASE_URL=$$URL SQLX_OFFLINE=true $(CARGO) test --all-features $(TEST_ARGS)" >&2
+		DATABASE_URL="$$URL" SQLX_OFFLINE=true $(CARGO) test --all-features $(TEST_ARGS)
+	fi
+
+lint:
+	@echo "==> $(CARGO) fmt --all -- --check" >&2
+	$(CARGO) fmt --all -- --check
+	echo "==> SQLX_OFFLINE=true $(CARGO) clippy --all-targets --all-features -- -D warnings" >&2
+	SQLX_OFFLINE=true $(CARGO) clippy --all-targets --all-features -- -D warnings
+	echo "==> SQLX_OFFLINE=true $(CARGO) clippy --no-default-features --lib -- -D warnings" >&2
+	SQLX_OFFLINE=true $(CARGO) clippy --no-default-features --lib -- -D warnings
+	echo "==> make sqlx-check" >&2
+	$(MAKE) sqlx-check
+
+# Installs sqlx-cli if `cargo sqlx` is missing.
+sqlx-cli:
+	@if ! $(CARGO) sqlx --version >/dev/null 2>&1; then
+		echo "==> $(CARGO) install sqlx-cli@$(SQLX_CLI_VERSION) --no-default-features --features postgres,rustls --locked" >&2
+		$(CARGO) install sqlx-cli@$(SQLX_CLI_VERSION) --no-default-features --features postgres,rustls --locked
+	fi
+	$(CARGO) sqlx --version
+
+# $(call sqlx-prepare,<extra prepare flags>): migrate a scratch database, then
+# run `cargo sqlx prepare` against it. If the scratch database's migration
+# history no longer matches migrations/ (edited during development), it is
+# reset and migrated from scratch.
+define sqlx-prepare
+@URL=$$($(DEV_DB) policy_values_prepare)
+unset SQLX_OFFLINE
+export DATABASE_URL="$$URL"
+echo "==> DATABASE_URL=$$URL $(CARGO) sqlx migrate run --source migrations" >&2
+if ! $(CARGO) sqlx migrate run --source migrations; then
+	echo "==> migrate run failed; resetting scratch database policy_values_prepare" >&2
+	$(CARGO) sqlx database reset -y --source migrations
+fi
+echo "==> $(CARGO) sqlx prepare $(1) -- --all-targets --all-features" >&2
+$(CARGO) sqlx prepare $(1) -- --all-targets --all-features
+endef
+
+sqlx-check: sqlx-cli
+	$(call sqlx-prepare,--check)
+
+prepare: sqlx-cli
+	$(call sqlx-prepare,)
+
+fmt:
+	$(CARGO) fmt --all
+
+migrate: build
+	@URL=$$($(DEV_DB) policy_values)
+	DATABASE_URL="$$URL" $(BIN) migrate
+
+seed: build
+	@URL=$$($(DEV_DB) policy_values)
+	DATABASE_URL="$$URL" $(BIN) seed
+
+bench:
+	@URL=$$($(DEV_DB) policy_values_bench)
+	echo "==> DATABASE_URL=$$URL SQLX_OFFLINE=true $(CARGO) bench" >&2
+	DATABASE_URL="$$URL" SQLX_OFFLINE=true $(CARGO) bench
+
+db-url:
+	@$(DEV_DB) policy_values
+
+db-stop:
+	@$(DEV_DB) --stop
+
+# Each recipe runs as one bash script (so URL=... carries over lines); with
+# -e and pipefail, any failing line fails the target.
+.ONESHELL:
