@@ -4,6 +4,7 @@
 //! resolution function), the store (SQL over PostgreSQL) and, behind the
 //! default `server` feature, the HTTP server and CLI.
 
+pub mod client;
 pub mod domain;
 pub mod store;
 

@@ -23,6 +23,11 @@ impl Level {
         Level::Global,
     ];
 
+    /// Position in `ORDER`, for arrays indexed by level.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Level::User => "user",

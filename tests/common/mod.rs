@@ -157,3 +157,28 @@ pub async fn fresh_database() -> PgPool {
     policy_values::store::migrate(&pool).await.unwrap();
     pool
 }
+
+pub mod proxy;
+
+/// Connect options for the test's own database (from its pool).
+pub fn options_of(pool: &PgPool) -> sqlx::postgres::PgConnectOptions {
+    (*pool.connect_options()).clone()
+}
+
+/// Waits, up to a generous bound, until `check` holds; panics with `what`
+/// otherwise. The bound only keeps a broken build from hanging: it is not a
+/// timing assertion.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,300 @@
+//! The client's in-memory replica: per key, behind its own lock, the
+//! histories of every scope that holds a value now or later. Reads take one
+//! shard lock (the key registry) and one key lock, and hash the scope ids
+//! with a fast non-cryptographic hasher; they allocate nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::resolve::{resolve, Resolved};
+use crate::domain::{Entry, KeyDef, Level, Scope, Value};
+
+type FxMap<K, V> = HashMap<K, V, FxBuildHasher>;
+
+/// One stored row as the replica receives it, from a load, the tail or a
+/// snapshot file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub seq: i64,
+    pub id: Uuid,
+    pub kind: RowKind,
+    pub key: String,
+    pub level: Level,
+    pub scope_id: String,
+    pub value: Option<serde_json::Value>,
+    pub effective_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKind {
+    Set,
+    Unset,
+    Cancel { cancels_seq: i64 },
+}
+
+/// One key: its definition and every scope's history.
+pub struct KeyState {
+    pub def: KeyDef,
+    levels: [FxMap<Box<str>, Vec<Entry>>; 5],
+    /// The earliest `effective_at` still in the future when last checked.
+    /// While set, reads consult the clock; while `None`, every entry is in
+    /// effect and reads skip the clock.
+    pub next_change: Option<OffsetDateTime>,
+}
+
+impl KeyState {
+    pub fn new(def: KeyDef) -> KeyState {
+        KeyState {
+            def,
+            levels: Default::default(),
+            next_change: None,
+        }
+    }
+
+    pub fn history(&self, level: Level, id: &str) -> Option<&[Entry]> {
+        self.levels[level.index()].get(id).map(Vec::as_slice)
+    }
+
+    /// The time to resolve at: `None` (no clock read) when nothing is pending.
+    pub fn now(&self) -> Option<OffsetDateTime> {
+        self.next_change.map(|_| OffsetDateTime::now_utc())
+    }
+
+    pub fn resolve<'a>(&'a self, scope: &Scope, at: Option<OffsetDateTime>) -> Resolved<'a> {
+        resolve(&self.def, scope, at, |level, id| self.history(level, id))
+    }
+
+    /// Inserts an entry in `(effective_at, seq)` order, then drops entries
+    /// that can no longer matter (see `prune`).
+    fn insert(&mut self, level: Level, scope_id: &str, entry: Entry, horizon: OffsetDateTime) {
+        if entry.effective_at > horizon {
+            self.next_change = Some(
+                self.next_change
+                    .map_or(entry.effective_at, |t| t.min(entry.effective_at)),
+            );
+        }
+        let map = &mut self.levels[level.index()];
+        let history = map.entry(Box::from(scope_id)).or_default();
+        let at =
+            history.partition_point(|e| (e.effective_at, e.seq) < (entry.effective_at, entry.seq));
+        history.insert(at, entry);
+        if prune(history, horizon) {
+            map.remove(scope_id);
+        }
+    }
+
+    fn remove(&mut self, level: Level, scope_id: &str, seq: i64) {
+        let map = &mut self.levels[level.index()];
+        if let Some(history) = map.get_mut(scope_id) {
+            history.retain(|e| e.seq != seq);
+            if history.is_empty() {
+                map.remove(scope_id);
+            }
+        }
+    }
+
+    /// Clears `next_change` once every entry is in effect at `now`, or moves
+    /// it to the next pending one. Prunes nothing: see `prune`.
+    pub fn recheck_schedule(&mut self, now: OffsetDateTime) {
+        self.next_change = self
+            .levels
+            .iter()
+            .flat_map(|m| m.values())
+            .flat_map(|h| h.iter().rev().take_while(|e| e.effective_at > now))
+            .map(|e| e.effective_at)
+            .min();
+    }
+
+    pub fn rows(&self) -> usize {
+        self.levels
+            .iter()
+            .flat_map(|m| m.values())
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Every (level, scope id, entry), for snapshots.
+    pub fn entries(&self) -> impl Iterator<Item = (Level, &str, &Entry)> {
+        Level::ORDER.into_iter().flat_map(move |level| {
+            self.levels[level.index()]
+                .iter()
+                .flat_map(move |(id, h)| h.iter().map(move |e| (level, &**id, e)))
+        })
+    }
+}
+
+/// Drops the entries superseded before `horizon`, the database time of the
+/// last applied row: no later cancel can revive them, since a change can be
+/// cancelled only before it takes effect. Returns whether the history is now
+/// just a tombstone in effect, i.e. holds nothing.
+fn prune(history: &mut Vec<Entry>, horizon: OffsetDateTime) -> bool {
+    let in_effect = history.partition_point(|e| e.effective_at <= horizon);
+    if in_effect > 1 {
+        history.drain(..in_effect - 1);
+    }
+    history.len() == 1 && history[0].value.is_none() && history[0].effective_at <= horizon
+}
+
+pub struct KeySlot {
+    state: RwLock<KeyState>,
+}
+
+impl KeySlot {
+    pub fn read(&self) -> RwLockReadGuard<'_, KeyState> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, KeyState> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The registry of keys. Rows are applied by one task at a time (the tail),
+/// in seq order; reads run concurrently.
+#[derive(Default)]
+pub struct Replica {
+    keys: DashMap<Box<str>, Arc<KeySlot>, FxBuildHasher>,
+}
+
+impl Replica {
+    pub fn slot(&self, key: &str) -> Option<dashmap::mapref::one::Ref<'_, Box<str>, Arc<KeySlot>>> {
+        self.keys.get(key)
+    }
+
+    pub fn slot_arc(&self, key: &str) -> Option<Arc<KeySlot>> {
+        self.keys.get(key).map(|s| Arc::clone(&s))
+    }
+
+    /// Replaces everything with a full load: the catalog, then the rows in
+    /// seq order. Existing slots are updated in place, so typed handles stay
+    /// valid.
+    pub fn replace(
+        &self,
+        catalog: Vec<KeyDef>,
+        rows: &[Row],
+        horizon: OffsetDateTime,
+    ) -> Vec<AppliedRow> {
+        let mut fresh: FxMap<Box<str>, KeyState> = catalog
+            .into_iter()
+            .map(|def| (Box::from(def.key.as_str()), KeyState::new(def)))
+            .collect();
+        let mut applied = Vec::new();
+        for row in rows {
+            if let Some(state) = fresh.get_mut(row.key.as_str()) {
+                applied.extend(apply_to(state, row, horizon));
+            }
+        }
+        self.keys.retain(|key, _| fresh.contains_key(key));
+        for (key, state) in fresh {
+            match self.keys.get(&key) {
+                Some(slot) => *slot.write() = state,
+                None => {
+                    self.keys.insert(
+                        key,
+                        Arc::new(KeySlot {
+                            state: RwLock::new(state),
+                        }),
+                    );
+                }
+            }
+        }
+        applied
+    }
+
+    /// Updates one key's definition (a catalog change), keeping its values.
+    pub fn define(&self, def: KeyDef) {
+        match self.keys.get(def.key.as_str()) {
+            Some(slot) => slot.write().def = def,
+            None => {
+                let key = Box::from(def.key.as_str());
+                self.keys.insert(
+                    key,
+                    Arc::new(KeySlot {
+                        state: RwLock::new(KeyState::new(def)),
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Applies one row from the tail; `None` if its key is unknown here.
+    pub fn apply(&self, row: &Row, horizon: OffsetDateTime) -> Option<AppliedRow> {
+        let slot = self.slot_arc(&row.key)?;
+        let mut state = slot.write();
+        apply_to(&mut state, row, horizon)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.keys.iter().map(|s| s.read().rows()).sum()
+    }
+
+    /// The earliest pending change over all keys.
+    pub fn next_change(&self) -> Option<OffsetDateTime> {
+        self.keys.iter().filter_map(|s| s.read().next_change).min()
+    }
+
+    /// Rechecks the schedule of every key whose next change is due.
+    pub fn recheck_schedules(&self, now: OffsetDateTime) {
+        for slot in self.keys.iter() {
+            if slot.read().next_change.is_some_and(|t| t <= now) {
+                slot.write().recheck_schedule(now);
+            }
+        }
+    }
+
+    pub fn for_each_key(&self, mut f: impl FnMut(&KeyState)) {
+        for slot in self.keys.iter() {
+            f(&slot.read());
+        }
+    }
+}
+
+/// What applying a row changed, for subscribers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedRow {
+    pub seq: i64,
+    pub key: Arc<str>,
+    pub level: Level,
+    pub scope_id: Arc<str>,
+    /// The value the row sets; `None` for a removal or a cancellation.
+    pub value: Option<Value>,
+    pub effective_at: OffsetDateTime,
+    pub cancelled: bool,
+}
+
+fn apply_to(state: &mut KeyState, row: &Row, horizon: OffsetDateTime) -> Option<AppliedRow> {
+    let value = match (&row.kind, &row.value) {
+        (RowKind::Set, Some(json)) => Some(Value::from_json(json, state.def.value_type).ok()?),
+        _ => None,
+    };
+    match row.kind {
+        RowKind::Cancel { cancels_seq } => state.remove(row.level, &row.scope_id, cancels_seq),
+        RowKind::Set | RowKind::Unset => {
+            let entry = Entry {
+                seq: row.seq,
+                id: row.id,
+                effective_at: row.effective_at,
+                value: value.clone(),
+            };
+            state.insert(row.level, &row.scope_id, entry, horizon);
+        }
+    }
+    Some(AppliedRow {
+        seq: row.seq,
+        key: Arc::from(row.key.as_str()),
+        level: row.level,
+        scope_id: Arc::from(row.scope_id.as_str()),
+        value,
+        effective_at: row.effective_at,
+        cancelled: matches!(row.kind, RowKind::Cancel { .. }),
+    })
+}
