@@ -2,12 +2,14 @@
 //! cancellations, ties), the store's answer equals a simple reference model
 //! of the rule: most specific level first; per level the non-cancelled row
 //! with the latest effective_at <= T, ties to the latest seq; a tombstone
-//! means "not set here"; else the catalog default.
+//! means "not set here"; else the catalog default. A running PolicyClient,
+//! tailing the same database, gives the server's answer for every scope now.
 
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use policy_values::client::PolicyClient;
 use policy_values::domain::{Bounds, Catalog, KeyDef, Level, PolicyKey, Scope, Value, ValueType};
 use policy_values::store::{keys, resolve, values};
 use proptest::prelude::*;
@@ -41,12 +43,13 @@ fn op() -> impl Strategy<Value = Op> {
                 (_, false) => "a",
                 (_, true) => "b",
             };
+            // Only a change still to come can be cancelled (as the store enforces).
             Op {
                 level,
                 scope_id,
                 value,
                 hour,
-                cancelled,
+                cancelled: cancelled && hour > 0,
             }
         })
 }
@@ -98,7 +101,12 @@ fn scopes() -> Vec<Scope> {
     out
 }
 
-async fn check(pool: &PgPool, case: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+async fn check(
+    pool: &PgPool,
+    client: &PolicyClient,
+    case: usize,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
     let def = KeyDef {
         key: PolicyKey::parse(&format!("prop.key_{case}")).unwrap(),
         value_type: ValueType::Int,
@@ -118,7 +126,7 @@ async fn check(pool: &PgPool, case: usize, ops: &[Op]) -> Result<(), TestCaseErr
     )
     .await
     .unwrap();
-    let base = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + Duration::days(1);
+    let base = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     let mut conn = pool.acquire().await.unwrap();
     for o in ops {
         let at = base + Duration::hours(o.hour);
@@ -168,6 +176,24 @@ async fn check(pool: &PgPool, case: usize, ops: &[Op]) -> Result<(), TestCaseErr
             );
         }
     }
+    let last_seq: i64 = sqlx::query_scalar("select coalesce(max(seq), 0) from policy_values")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    common::eventually("the client applies every row", || async {
+        client.health().last_seq >= last_seq
+    })
+    .await;
+    for scope in scopes() {
+        let now = OffsetDateTime::now_utc();
+        let server = resolve::resolve(&mut conn, &def, &scope, Some(now))
+            .await
+            .unwrap();
+        let local = client.explain(&scope, def.key.as_str()).unwrap().resolution;
+        prop_assert_eq!(&local.value, &server.value, "scope {:?}", scope);
+        prop_assert_eq!(&local.source, &server.source, "scope {:?}", scope);
+        prop_assert_eq!(&local.explain, &server.explain, "scope {:?}", scope);
+    }
     Ok(())
 }
 
@@ -175,6 +201,9 @@ async fn check(pool: &PgPool, case: usize, ops: &[Op]) -> Result<(), TestCaseErr
 fn the_store_resolves_random_histories_as_the_reference_model_does() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let pool = rt.block_on(common::fresh_database());
+    let client = rt
+        .block_on(PolicyClient::builder().pool(pool.clone()).connect())
+        .unwrap();
     let cases = AtomicUsize::new(0);
     let mut runner = TestRunner::new(Config {
         cases: 24,
@@ -183,9 +212,10 @@ fn the_store_resolves_random_histories_as_the_reference_model_does() {
     });
     let result = runner.run(&prop::collection::vec(op(), 0..30), |ops| {
         let case = cases.fetch_add(1, Ordering::Relaxed);
-        rt.block_on(check(&pool, case, &ops))
+        rt.block_on(check(&pool, &client, case, &ops))
     });
-    rt.block_on(pool.close());
+    drop(client);
+    rt.block_on(common::drop_database(pool));
     if let Err(e) = result {
         panic!("{e}");
     }

@@ -83,9 +83,7 @@ impl KeyState {
         let at =
             history.partition_point(|e| (e.effective_at, e.seq) < (entry.effective_at, entry.seq));
         history.insert(at, entry);
-        if prune(history, horizon) {
-            map.remove(scope_id);
-        }
+        prune(history, horizon);
     }
 
     fn remove(&mut self, level: Level, scope_id: &str, seq: i64) {
@@ -130,14 +128,13 @@ impl KeyState {
 
 /// Drops the entries superseded before `horizon`, the database time of the
 /// last applied row: no later cancel can revive them, since a change can be
-/// cancelled only before it takes effect. Returns whether the history is now
-/// just a tombstone in effect, i.e. holds nothing.
-fn prune(history: &mut Vec<Entry>, horizon: OffsetDateTime) -> bool {
+/// cancelled only before it takes effect. A tombstone in effect is kept, so
+/// `explain` can say "removed" as the server does.
+fn prune(history: &mut Vec<Entry>, horizon: OffsetDateTime) {
     let in_effect = history.partition_point(|e| e.effective_at <= horizon);
     if in_effect > 1 {
         history.drain(..in_effect - 1);
     }
-    history.len() == 1 && history[0].value.is_none() && history[0].effective_at <= horizon
 }
 
 pub struct KeySlot {

@@ -182,3 +182,16 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Closes `pool` and drops its database (one from `fresh_database`).
+pub async fn drop_database(pool: PgPool) {
+    use sqlx::ConnectOptions;
+    let options = options_of(&pool);
+    let name = options.get_database().unwrap_or_default().to_string();
+    pool.close().await;
+    let mut admin = options.database("postgres").connect().await.unwrap();
+    sqlx::query(&format!("drop database if exists {name} with (force)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
