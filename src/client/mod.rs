@@ -311,8 +311,8 @@ impl PolicyClient {
             .ok_or_else(|| PolicyError::UnknownKey(key.to_string()))?;
         let state = slot.read();
         self.shared.check_available(&state.def)?;
-        let resolution = resolution(&state.def, scope, state.now(), |level, id| {
-            state.history(level, id)
+        let resolution = resolution(&state.def, scope, state.now(), |level, key| {
+            state.history(level, key)
         });
         Ok(Explanation {
             resolution,

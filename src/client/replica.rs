@@ -7,14 +7,65 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use dashmap::DashMap;
-use rustc_hash::FxBuildHasher;
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::resolve::{resolve, Resolved};
+use crate::domain::scope::{scope_hash, ScopeKey};
 use crate::domain::{Entry, KeyDef, Level, Scope, Value};
 
-type FxMap<K, V> = HashMap<K, V, FxBuildHasher>;
+type FastMap<K, V> = HashMap<K, V, FixedState>;
+
+/// One scope's history, under its id and the id's hash.
+struct Slot {
+    hash: u64,
+    id: Box<str>,
+    history: Vec<Entry>,
+}
+
+/// The scopes of one level, looked up by precomputed hash: a probe compares
+/// 64-bit hashes and compares strings only when they match.
+#[derive(Default)]
+struct LevelMap(HashTable<Slot>);
+
+impl LevelMap {
+    fn get(&self, key: ScopeKey<'_>) -> Option<&Vec<Entry>> {
+        self.0
+            .find(key.hash, |s| s.hash == key.hash && *s.id == *key.id)
+            .map(|s| &s.history)
+    }
+
+    fn get_or_insert(&mut self, id: &str) -> &mut Vec<Entry> {
+        let hash = scope_hash(id);
+        let entry = self
+            .0
+            .entry(hash, |s| s.hash == hash && *s.id == *id, |s| s.hash);
+        &mut entry
+            .or_insert_with(|| Slot {
+                hash,
+                id: Box::from(id),
+                history: Vec::new(),
+            })
+            .into_mut()
+            .history
+    }
+
+    fn remove_seq(&mut self, id: &str, seq: i64) {
+        let hash = scope_hash(id);
+        if let Ok(mut found) = self.0.find_entry(hash, |s| s.hash == hash && *s.id == *id) {
+            found.get_mut().history.retain(|e| e.seq != seq);
+            if found.get().history.is_empty() {
+                found.remove();
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &Vec<Entry>)> {
+        self.0.iter().map(|s| (&*s.id, &s.history))
+    }
+}
 
 /// One stored row as the replica receives it, from a load, the tail or a
 /// snapshot file.
@@ -40,7 +91,9 @@ pub enum RowKind {
 /// One key: its definition and every scope's history.
 pub struct KeyState {
     pub def: KeyDef,
-    levels: [FxMap<Box<str>, Vec<Entry>>; 5],
+    /// User, project, org, plan, by `Level::index()`.
+    levels: [LevelMap; 4],
+    global: Vec<Entry>,
     /// The earliest `effective_at` still in the future when last checked.
     /// While set, reads consult the clock; while `None`, every entry is in
     /// effect and reads skip the clock.
@@ -52,12 +105,23 @@ impl KeyState {
         KeyState {
             def,
             levels: Default::default(),
+            global: Vec::new(),
             next_change: None,
         }
     }
 
-    pub fn history(&self, level: Level, id: &str) -> Option<&[Entry]> {
-        self.levels[level.index()].get(id).map(Vec::as_slice)
+    pub fn history(&self, level: Level, key: ScopeKey<'_>) -> Option<&[Entry]> {
+        match level {
+            Level::Global => Some(&self.global),
+            _ => self.levels[level.index()].get(key).map(Vec::as_slice),
+        }
+    }
+
+    fn history_mut(&mut self, level: Level, scope_id: &str) -> &mut Vec<Entry> {
+        match level {
+            Level::Global => &mut self.global,
+            _ => self.levels[level.index()].get_or_insert(scope_id),
+        }
     }
 
     /// The time to resolve at: `None` (no clock read) when nothing is pending.
@@ -66,20 +130,19 @@ impl KeyState {
     }
 
     pub fn resolve<'a>(&'a self, scope: &Scope, at: Option<OffsetDateTime>) -> Resolved<'a> {
-        resolve(&self.def, scope, at, |level, id| self.history(level, id))
+        resolve(&self.def, scope, at, |level, key| self.history(level, key))
     }
 
     /// Inserts an entry in `(effective_at, seq)` order, then drops entries
     /// that can no longer matter (see `prune`).
     fn insert(&mut self, level: Level, scope_id: &str, entry: Entry, horizon: OffsetDateTime) {
         if entry.effective_at > horizon {
-            self.next_change = Some(
-                self.next_change
-                    .map_or(entry.effective_at, |t| t.min(entry.effective_at)),
-            );
+            let next = self
+                .next_change
+                .map_or(entry.effective_at, |t| t.min(entry.effective_at));
+            self.next_change = Some(next);
         }
-        let map = &mut self.levels[level.index()];
-        let history = map.entry(Box::from(scope_id)).or_default();
+        let history = self.history_mut(level, scope_id);
         let at =
             history.partition_point(|e| (e.effective_at, e.seq) < (entry.effective_at, entry.seq));
         history.insert(at, entry);
@@ -87,42 +150,40 @@ impl KeyState {
     }
 
     fn remove(&mut self, level: Level, scope_id: &str, seq: i64) {
-        let map = &mut self.levels[level.index()];
-        if let Some(history) = map.get_mut(scope_id) {
-            history.retain(|e| e.seq != seq);
-            if history.is_empty() {
-                map.remove(scope_id);
-            }
+        match level {
+            Level::Global => self.global.retain(|e| e.seq != seq),
+            _ => self.levels[level.index()].remove_seq(scope_id, seq),
         }
+    }
+
+    /// Every scope's history: (level, scope id, history).
+    fn histories(&self) -> impl Iterator<Item = (Level, &str, &Vec<Entry>)> {
+        let scoped = Level::ORDER[..4].iter().flat_map(move |&level| {
+            self.levels[level.index()]
+                .iter()
+                .map(move |(id, h)| (level, id, h))
+        });
+        scoped.chain(std::iter::once((Level::Global, "", &self.global)))
     }
 
     /// Clears `next_change` once every entry is in effect at `now`, or moves
     /// it to the next pending one. Prunes nothing: see `prune`.
     pub fn recheck_schedule(&mut self, now: OffsetDateTime) {
         self.next_change = self
-            .levels
-            .iter()
-            .flat_map(|m| m.values())
-            .flat_map(|h| h.iter().rev().take_while(|e| e.effective_at > now))
+            .histories()
+            .flat_map(|(_, _, h)| h.iter().rev().take_while(|e| e.effective_at > now))
             .map(|e| e.effective_at)
             .min();
     }
 
     pub fn rows(&self) -> usize {
-        self.levels
-            .iter()
-            .flat_map(|m| m.values())
-            .map(Vec::len)
-            .sum()
+        self.histories().map(|(_, _, h)| h.len()).sum()
     }
 
     /// Every (level, scope id, entry), for snapshots.
     pub fn entries(&self) -> impl Iterator<Item = (Level, &str, &Entry)> {
-        Level::ORDER.into_iter().flat_map(move |level| {
-            self.levels[level.index()]
-                .iter()
-                .flat_map(move |(id, h)| h.iter().map(move |e| (level, &**id, e)))
-        })
+        self.histories()
+            .flat_map(|(level, id, h)| h.iter().map(move |e| (level, id, e)))
     }
 }
 
@@ -159,7 +220,7 @@ impl KeySlot {
 /// in seq order; reads run concurrently.
 #[derive(Default)]
 pub struct Replica {
-    keys: DashMap<Box<str>, Arc<KeySlot>, FxBuildHasher>,
+    keys: DashMap<Box<str>, Arc<KeySlot>, FixedState>,
 }
 
 impl Replica {
@@ -180,7 +241,7 @@ impl Replica {
         rows: &[Row],
         horizon: OffsetDateTime,
     ) -> Vec<AppliedRow> {
-        let mut fresh: FxMap<Box<str>, KeyState> = catalog
+        let mut fresh: FastMap<Box<str>, KeyState> = catalog
             .into_iter()
             .map(|def| (Box::from(def.key.as_str()), KeyState::new(def)))
             .collect();

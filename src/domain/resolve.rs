@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::key::{KeyDef, ValueType};
-use super::scope::{Level, Scope};
+use super::scope::{Level, Scope, ScopeKey};
 use super::value::Value;
 
 /// One set or unset row of a (key, level, scope id) history. `value: None`
@@ -56,11 +56,13 @@ pub fn resolve<'a, H>(
     history: H,
 ) -> Resolved<'a>
 where
-    H: Fn(Level, &str) -> Option<&'a [Entry]>,
+    H: Fn(Level, ScopeKey<'_>) -> Option<&'a [Entry]>,
 {
     for level in Level::ORDER {
-        let Some(id) = scope.id(level) else { continue };
-        let entry = history(level, id).and_then(|h| entry_at(h, at));
+        let Some(key) = scope.key(level) else {
+            continue;
+        };
+        let entry = history(level, key).and_then(|h| entry_at(h, at));
         if let Some(
             entry @ Entry {
                 value: Some(value), ..
@@ -116,12 +118,12 @@ pub fn explain<'a, H>(
     history: H,
 ) -> Vec<LevelReport>
 where
-    H: Fn(Level, &str) -> Option<&'a [Entry]>,
+    H: Fn(Level, ScopeKey<'_>) -> Option<&'a [Entry]>,
 {
     let mut reports = Vec::with_capacity(Level::ORDER.len() + 1);
     let mut decided = false;
     for level in Level::ORDER {
-        let Some(id) = scope.id(level) else {
+        let Some(key) = scope.key(level) else {
             reports.push(report(
                 level.as_str(),
                 None,
@@ -131,7 +133,7 @@ where
             ));
             continue;
         };
-        let entry = history(level, id).and_then(|h| entry_at(h, at));
+        let entry = history(level, key).and_then(|h| entry_at(h, at));
         let state = match entry {
             None => LevelState::NotSet,
             Some(Entry { value: None, .. }) => LevelState::Removed,
@@ -141,7 +143,7 @@ where
         decided |= won;
         reports.push(report(
             level.as_str(),
-            Some(id.to_string()),
+            Some(key.id.to_string()),
             state,
             entry,
             won,
@@ -201,7 +203,7 @@ pub fn resolution<'a, H>(
     history: H,
 ) -> Resolution
 where
-    H: Fn(Level, &str) -> Option<&'a [Entry]> + Copy,
+    H: Fn(Level, ScopeKey<'_>) -> Option<&'a [Entry]> + Copy,
 {
     let resolved = resolve(def, scope, at, history);
     let source = match resolved.winner {
@@ -279,7 +281,7 @@ mod tests {
             entry(3, t + time::Duration::HOUR, None),
         ];
         let def = def();
-        let lookup = |level: Level, id: &str| match (level, id) {
+        let lookup = |level: Level, key: ScopeKey<'_>| match (level, key.id) {
             (Level::Org, "acme") => Some(&org[..]),
             (Level::User, "u1") => Some(&user[..]),
             _ => None,

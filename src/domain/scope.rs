@@ -87,14 +87,41 @@ pub fn valid_scope_id(id: &str) -> bool {
     !id.is_empty() && id.chars().count() <= 256 && !id.chars().any(char::is_control)
 }
 
+/// The hash of a scope id, computed once when a scope is built, so a
+/// lookup in the client's replica compares 64-bit hashes before strings.
+pub fn scope_hash(id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x7076_5f73_636f_7065).hash_one(id)
+}
+
+/// One scope id with its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ScopeId {
+    id: String,
+    hash: u64,
+}
+
+impl ScopeId {
+    fn new(id: String) -> ScopeId {
+        let hash = scope_hash(&id);
+        ScopeId { id, hash }
+    }
+}
+
+/// A scope id as resolution sees it: the id and its precomputed hash
+/// (`0` for global, which needs no lookup by id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScopeKey<'a> {
+    pub id: &'a str,
+    pub hash: u64,
+}
+
 /// What a caller knows about itself. Built fluently:
 /// `Scope::new().user("u1").org("acme").plan("pro")`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Scope {
-    user: Option<String>,
-    project: Option<String>,
-    org: Option<String>,
-    plan: Option<String>,
+    /// Indexed by `Level::index()`: user, project, org, plan.
+    ids: [Option<ScopeId>; 4],
 }
 
 impl Scope {
@@ -102,52 +129,50 @@ impl Scope {
         Scope::default()
     }
 
-    pub fn user(mut self, id: impl Into<String>) -> Scope {
-        self.user = Some(id.into());
+    fn set(mut self, level: Level, id: String) -> Scope {
+        self.ids[level.index()] = Some(ScopeId::new(id));
         self
     }
 
-    pub fn project(mut self, id: impl Into<String>) -> Scope {
-        self.project = Some(id.into());
-        self
+    pub fn user(self, id: impl Into<String>) -> Scope {
+        self.set(Level::User, id.into())
     }
 
-    pub fn org(mut self, id: impl Into<String>) -> Scope {
-        self.org = Some(id.into());
-        self
+    pub fn project(self, id: impl Into<String>) -> Scope {
+        self.set(Level::Project, id.into())
     }
 
-    pub fn plan(mut self, name: impl Into<String>) -> Scope {
-        self.plan = Some(name.into());
-        self
+    pub fn org(self, id: impl Into<String>) -> Scope {
+        self.set(Level::Org, id.into())
+    }
+
+    pub fn plan(self, name: impl Into<String>) -> Scope {
+        self.set(Level::Plan, name.into())
     }
 
     /// Sets the id at `level` after validating it (used when parsing requests).
-    pub fn with(mut self, level: Level, id: &str) -> Result<Scope, ScopeError> {
+    pub fn with(self, level: Level, id: &str) -> Result<Scope, ScopeError> {
         let field = level.field().ok_or(ScopeError::NotOneLevel)?;
         if !valid_scope_id(id) {
             return Err(ScopeError::InvalidId(field));
         }
-        let slot = match level {
-            Level::User => &mut self.user,
-            Level::Project => &mut self.project,
-            Level::Org => &mut self.org,
-            Level::Plan => &mut self.plan,
-            Level::Global => unreachable!("global has no field"),
-        };
-        *slot = Some(id.to_string());
-        Ok(self)
+        Ok(self.set(level, id.to_string()))
     }
 
     /// The id this scope holds at `level`: `""` for global, `None` where the
     /// caller did not say.
     pub fn id(&self, level: Level) -> Option<&str> {
+        self.key(level).map(|k| k.id)
+    }
+
+    /// The id and its hash at `level`, as resolution looks it up.
+    pub fn key(&self, level: Level) -> Option<ScopeKey<'_>> {
         match level {
-            Level::User => self.user.as_deref(),
-            Level::Project => self.project.as_deref(),
-            Level::Org => self.org.as_deref(),
-            Level::Plan => self.plan.as_deref(),
-            Level::Global => Some(""),
+            Level::Global => Some(ScopeKey { id: "", hash: 0 }),
+            _ => self.ids[level.index()].as_ref().map(|s| ScopeKey {
+                id: &s.id,
+                hash: s.hash,
+            }),
         }
     }
 }

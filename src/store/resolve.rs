@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use super::values::typed;
 use super::{db_now, StoreError};
 use crate::domain::resolve::resolution;
+use crate::domain::scope::ScopeKey;
 use crate::domain::{Entry, KeyDef, Level, Resolution, Scope, Source, Value, ValueType};
 
 /// The row in effect at one (key, level, scope id).
@@ -76,9 +77,9 @@ async fn in_effect(
 }
 
 fn resolve_from(def: &KeyDef, scope: &Scope, at: OffsetDateTime, rows: &[InEffect]) -> Resolution {
-    let history = |level: Level, id: &str| {
+    let history = |level: Level, key: ScopeKey<'_>| {
         rows.iter()
-            .find(|r| r.key == def.key.as_str() && r.level == level && r.scope_id == id)
+            .find(|r| r.key == def.key.as_str() && r.level == level && r.scope_id == key.id)
             .map(|r| &r.entry[..])
     };
     resolution(def, scope, Some(at), history)
