@@ -4,20 +4,22 @@
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use super::replica::{Row, RowKind};
-use crate::domain::{KeyDef, Level};
+use futures_util::TryStreamExt;
+
+use super::replica::{Fresh, Row, RowKind};
+use crate::domain::Level;
 use crate::store::{keys, StoreError};
 
-/// Everything a replica needs, read in one repeatable-read transaction.
-pub struct FullLoad {
-    pub catalog: Vec<KeyDef>,
-    pub rows: Vec<Row>,
-    pub last_seq: i64,
-    /// The database time of the last committed row: the pruning horizon.
-    pub horizon: OffsetDateTime,
-}
-
-pub async fn full(pool: &PgPool) -> Result<FullLoad, StoreError> {
+/// A full load, read in one repeatable-read transaction: the catalog and
+/// every set or unset row not cancelled, streamed into a fresh replica whose
+/// pruning keeps per scope the row in effect and those still to come.
+///
+/// The pruning horizon is the time of the last committed row, not "now": a
+/// cancel still in flight checked its target against a time at least that
+/// late. Reading the whole history and pruning here is several times faster
+/// than selecting the rows in effect in SQL (0.7 s against 2.9 to 4.9 s for a
+/// million rows); its cost grows with the history kept.
+pub async fn full(pool: &PgPool) -> Result<(Fresh, i64), StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query!("set transaction isolation level repeatable read, read only")
         .execute(&mut *tx)
@@ -30,50 +32,32 @@ pub async fn full(pool: &PgPool) -> Result<FullLoad, StoreError> {
         Some(r) => (r.seq, r.created_at),
         None => (0, OffsetDateTime::UNIX_EPOCH),
     };
-    let catalog = keys::list(&mut *tx).await?;
-    // Per scope the row in effect at the horizon, and every row after it.
-    // The horizon is the time of the last committed row, not "now": a cancel
-    // still in flight checked its target against a time at least that late.
-    let records = sqlx::query!(
-        r#"select h.seq as "seq!", h.id as "id!", h.key as "key!", h.level as "level!",
-                  h.scope_id as "scope_id!", h.value, h.effective_at as "effective_at!"
-           from policy_value_history h
-           where h.effective_at > $1
-              or h.seq = (select h2.seq from policy_value_history h2
-                          where h2.key = h.key and h2.level = h.level and h2.scope_id = h.scope_id
-                            and h2.effective_at <= $1
-                          order by h2.effective_at desc, h2.seq desc limit 1)
-           order by h.seq"#,
-        horizon
+    let mut fresh = Fresh::new(keys::list(&mut *tx).await?, horizon);
+    let mut records = sqlx::query!(
+        r#"select seq as "seq!", id as "id!", key as "key!", level as "level!",
+                  scope_id as "scope_id!", value, effective_at as "effective_at!"
+           from policy_value_history"#
     )
-    .fetch_all(&mut *tx)
-    .await?;
+    .fetch(&mut *tx);
+    while let Some(r) = records.try_next().await? {
+        fresh.add(&Row {
+            seq: r.seq,
+            id: r.id,
+            kind: if r.value.is_some() {
+                RowKind::Set
+            } else {
+                RowKind::Unset
+            },
+            key: r.key,
+            level: parse_level(&r.level)?,
+            scope_id: r.scope_id,
+            value: r.value,
+            effective_at: r.effective_at,
+        });
+    }
+    drop(records);
     tx.commit().await?;
-    let rows = records
-        .into_iter()
-        .map(|r| {
-            Ok(Row {
-                seq: r.seq,
-                id: r.id,
-                kind: if r.value.is_some() {
-                    RowKind::Set
-                } else {
-                    RowKind::Unset
-                },
-                key: r.key,
-                level: parse_level(&r.level)?,
-                scope_id: r.scope_id,
-                value: r.value,
-                effective_at: r.effective_at,
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
-    Ok(FullLoad {
-        catalog,
-        rows,
-        last_seq,
-        horizon,
-    })
+    Ok((fresh, last_seq))
 }
 
 /// Rows with seq above `after`, in seq order, at most `limit`, with the

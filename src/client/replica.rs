@@ -145,6 +145,9 @@ impl KeyState {
         let history = self.history_mut(level, scope_id);
         let at =
             history.partition_point(|e| (e.effective_at, e.seq) < (entry.effective_at, entry.seq));
+        // Histories are short, most a single entry: grow them exactly, or a
+        // million scopes would each hold room for four entries.
+        history.reserve_exact(1);
         history.insert(at, entry);
         prune(history, horizon);
     }
@@ -195,6 +198,7 @@ fn prune(history: &mut Vec<Entry>, horizon: OffsetDateTime) {
     let in_effect = history.partition_point(|e| e.effective_at <= horizon);
     if in_effect > 1 {
         history.drain(..in_effect - 1);
+        history.shrink_to_fit();
     }
 }
 
@@ -232,27 +236,20 @@ impl Replica {
         self.keys.get(key).map(|s| Arc::clone(&s))
     }
 
-    /// Replaces everything with a full load: the catalog, then the rows in
-    /// seq order. Existing slots are updated in place, so typed handles stay
-    /// valid.
-    pub fn replace(
-        &self,
-        catalog: Vec<KeyDef>,
-        rows: &[Row],
-        horizon: OffsetDateTime,
-    ) -> Vec<AppliedRow> {
-        let mut fresh: FastMap<Box<str>, KeyState> = catalog
-            .into_iter()
-            .map(|def| (Box::from(def.key.as_str()), KeyState::new(def)))
-            .collect();
-        let mut applied = Vec::new();
+    /// Replaces everything with `catalog` and `rows` (see `Fresh`).
+    pub fn replace(&self, catalog: Vec<KeyDef>, rows: &[Row], horizon: OffsetDateTime) {
+        let mut fresh = Fresh::new(catalog, horizon);
         for row in rows {
-            if let Some(state) = fresh.get_mut(row.key.as_str()) {
-                applied.extend(apply_to(state, row, horizon));
-            }
+            fresh.add(row);
         }
-        self.keys.retain(|key, _| fresh.contains_key(key));
-        for (key, state) in fresh {
+        self.install(fresh);
+    }
+
+    /// Swaps a freshly built replica in. Existing slots are updated in
+    /// place, so typed handles stay valid.
+    pub fn install(&self, fresh: Fresh) {
+        self.keys.retain(|key, _| fresh.states.contains_key(key));
+        for (key, state) in fresh.states {
             match self.keys.get(&key) {
                 Some(slot) => *slot.write() = state,
                 None => {
@@ -265,7 +262,6 @@ impl Replica {
                 }
             }
         }
-        applied
     }
 
     /// Updates one key's definition (a catalog change), keeping its values.
@@ -287,8 +283,16 @@ impl Replica {
     /// Applies one row from the tail; `None` if its key is unknown here.
     pub fn apply(&self, row: &Row, horizon: OffsetDateTime) -> Option<AppliedRow> {
         let slot = self.slot_arc(&row.key)?;
-        let mut state = slot.write();
-        apply_to(&mut state, row, horizon)
+        let value = apply_to(&mut slot.write(), row, horizon)?;
+        Some(AppliedRow {
+            seq: row.seq,
+            key: Arc::from(row.key.as_str()),
+            level: row.level,
+            scope_id: Arc::from(row.scope_id.as_str()),
+            value,
+            effective_at: row.effective_at,
+            cancelled: matches!(row.kind, RowKind::Cancel { .. }),
+        })
     }
 
     pub fn rows(&self) -> usize {
@@ -329,7 +333,9 @@ pub struct AppliedRow {
     pub cancelled: bool,
 }
 
-fn apply_to(state: &mut KeyState, row: &Row, horizon: OffsetDateTime) -> Option<AppliedRow> {
+/// Applies a row to its key; returns the value it sets (`None` for a
+/// removal or cancellation), or `None` if the value does not fit the key.
+fn apply_to(state: &mut KeyState, row: &Row, horizon: OffsetDateTime) -> Option<Option<Value>> {
     let value = match (&row.kind, &row.value) {
         (RowKind::Set, Some(json)) => Some(Value::from_json(json, state.def.value_type).ok()?),
         _ => None,
@@ -346,13 +352,44 @@ fn apply_to(state: &mut KeyState, row: &Row, horizon: OffsetDateTime) -> Option<
             state.insert(row.level, &row.scope_id, entry, horizon);
         }
     }
-    Some(AppliedRow {
-        seq: row.seq,
-        key: Arc::from(row.key.as_str()),
-        level: row.level,
-        scope_id: Arc::from(row.scope_id.as_str()),
-        value,
-        effective_at: row.effective_at,
-        cancelled: matches!(row.kind, RowKind::Cancel { .. }),
-    })
+    Some(value)
+}
+
+/// A replica being built from a full load, a snapshot or fixed values,
+/// before it is installed.
+pub struct Fresh {
+    states: FastMap<Box<str>, KeyState>,
+    horizon: OffsetDateTime,
+    rows: usize,
+}
+
+impl Fresh {
+    pub fn new(catalog: Vec<KeyDef>, horizon: OffsetDateTime) -> Fresh {
+        let states = catalog
+            .into_iter()
+            .map(|def| (Box::from(def.key.as_str()), KeyState::new(def)))
+            .collect();
+        Fresh {
+            states,
+            horizon,
+            rows: 0,
+        }
+    }
+
+    /// Adds a row in any order; rows of keys not in the catalog are skipped.
+    pub fn add(&mut self, row: &Row) {
+        if let Some(state) = self.states.get_mut(row.key.as_str()) {
+            if apply_to(state, row, self.horizon).is_some() {
+                self.rows += 1;
+            }
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn horizon(&self) -> OffsetDateTime {
+        self.horizon
+    }
 }

@@ -145,22 +145,16 @@ impl Tail {
 
     async fn load_fully(&mut self) -> Result<(), TailError> {
         let started = std::time::Instant::now();
-        let full = load::full(&self.pool).await?;
-        let applied = self
-            .shared
-            .replica
-            .replace(full.catalog, &full.rows, full.horizon);
-        self.horizon = full.horizon;
+        let (fresh, last_seq) = load::full(&self.pool).await?;
+        let rows = fresh.rows();
+        self.horizon = fresh.horizon();
+        self.shared.replica.install(fresh);
         self.shared
             .last_seq
-            .store(full.last_seq, std::sync::atomic::Ordering::Relaxed);
+            .store(last_seq, std::sync::atomic::Ordering::Relaxed);
         self.loaded = true;
-        tracing::info!(
-            rows = applied.len(),
-            last_seq = full.last_seq,
-            ms = started.elapsed().as_millis() as u64,
-            "policy-values: replica loaded"
-        );
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!(rows, last_seq, ms, "policy-values: replica loaded");
         self.schedule_snapshot();
         Ok(())
     }
