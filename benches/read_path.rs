@@ -72,6 +72,17 @@ fn reads(c: &mut Criterion) {
     group.bench_function("int_handle_five_levels_all_miss_but_global", |b| {
         b.iter(|| handle.get(black_box(&miss)))
     });
+    // What a request pays once, however many keys it reads: four ids copied
+    // and hashed.
+    group.bench_function("scope_build_four_ids", |b| {
+        b.iter(|| {
+            Scope::new()
+                .user(black_box("user-x"))
+                .project(black_box("project-x"))
+                .org(black_box("org-x"))
+                .plan(black_box("plan-x"))
+        })
+    });
     group.finish();
 }
 
