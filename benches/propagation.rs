@@ -47,10 +47,7 @@ async fn leader() {
     let Some((_, pool)) = common::database().await else {
         return;
     };
-    let def = keys::get(&pool, KEY)
-        .await
-        .expect("key")
-        .expect("catalog has the key");
+    let def = keys::get(&pool, KEY).await.expect("key").expect("catalog has the key");
     let mut child = Command::new(std::env::current_exe().expect("exe"))
         .arg("--follower")
         .stdout(Stdio::piped())
@@ -69,25 +66,14 @@ async fn leader() {
     });
 
     let run = common::unix_nanos();
-    let global = values::history(
-        &mut pool.acquire().await.expect("conn"),
-        &def,
-        policy_values::domain::Level::Global,
-        "",
-    )
-    .await
-    .expect("history");
-    let old_value = global
-        .last()
-        .and_then(|e| e.value.clone())
-        .unwrap_or(def.default.clone());
+    let global =
+        values::history(&mut pool.acquire().await.expect("conn"), &def, policy_values::domain::Level::Global, "")
+            .await
+            .expect("history");
+    let old_value = global.last().and_then(|e| e.value.clone()).unwrap_or(def.default.clone());
     let mut committed = HashMap::new();
     for i in 0..WRITES {
-        let scope = WriteScope::at(
-            policy_values::domain::Level::User,
-            &format!("prop-{run}-{i}"),
-        )
-        .expect("scope");
+        let scope = WriteScope::at(policy_values::domain::Level::User, &format!("prop-{run}-{i}")).expect("scope");
         let change = values::Change {
             scope,
             value: Some(Value::Int((i % 1000) as i64)),
@@ -95,24 +81,14 @@ async fn leader() {
             reason: "propagation benchmark".into(),
             old_value: old_value.clone(),
         };
-        let actor = values::Actor {
-            principal: "bench",
-            request_id: None,
-        };
-        let written = values::write(&pool, &def, &change, actor)
-            .await
-            .expect("write");
+        let actor = values::Actor { principal: "bench", request_id: None };
+        let written = values::write(&pool, &def, &change, actor).await.expect("write");
         committed.insert(written.value.seq, common::unix_nanos());
     }
     let seen = reader.join().expect("reader");
     let _ = child.wait();
-    let mut latencies: Vec<f64> = committed
-        .iter()
-        .map(|(seq, at)| {
-            seen.get(seq)
-                .map_or(f64::INFINITY, |s| (s - at) as f64 / 1e6)
-        })
-        .collect();
+    let mut latencies: Vec<f64> =
+        committed.iter().map(|(seq, at)| seen.get(seq).map_or(f64::INFINITY, |s| (s - at) as f64 / 1e6)).collect();
     latencies.sort_by(f64::total_cmp);
     let lost = latencies.iter().filter(|l| l.is_infinite()).count();
     println!(
@@ -120,12 +96,7 @@ async fn leader() {
          p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, min {:.3} ms, not seen {lost}",
         common::percentile(&latencies, 50.0),
         common::percentile(&latencies, 99.0),
-        latencies
-            .iter()
-            .rev()
-            .find(|l| l.is_finite())
-            .copied()
-            .unwrap_or(f64::NAN),
+        latencies.iter().rev().find(|l| l.is_finite()).copied().unwrap_or(f64::NAN),
         latencies[0],
     );
 }

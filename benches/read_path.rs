@@ -16,12 +16,7 @@ const ROWS: usize = 1_000_000;
 /// 49,999 plans and the global value.
 fn replica() -> PolicyClient {
     let mut builder = PolicyClient::fixed();
-    let levels = [
-        (Level::User, 400_000),
-        (Level::Project, 300_000),
-        (Level::Org, 250_000),
-        (Level::Plan, 49_999),
-    ];
+    let levels = [(Level::User, 400_000), (Level::Project, 300_000), (Level::Org, 250_000), (Level::Plan, 49_999)];
     for (level, count) in levels {
         for i in 0..count {
             let scope = WriteScope::at(level, &format!("{}-{i}", level.as_str())).unwrap();
@@ -36,17 +31,9 @@ fn replica() -> PolicyClient {
 fn reads(c: &mut Criterion) {
     let client = replica();
     // Ids that miss at every level but global: five probes, the worst case.
-    let miss = Scope::new()
-        .user("user-x")
-        .project("project-x")
-        .org("org-x")
-        .plan("plan-x");
+    let miss = Scope::new().user("user-x").project("project-x").org("org-x").plan("plan-x");
     // An id that hits at the first level.
-    let hit = Scope::new()
-        .user("user-123")
-        .project("project-x")
-        .org("org-x")
-        .plan("plan-x");
+    let hit = Scope::new().user("user-123").project("project-x").org("org-x").plan("plan-x");
     assert_eq!(client.get_int(&miss, KEY), Ok(77));
     assert_eq!(client.get_int(&hit, KEY), Ok(123));
     let handle = client.int_key(KEY).unwrap();
@@ -60,18 +47,12 @@ fn reads(c: &mut Criterion) {
         .collect();
 
     let mut group = c.benchmark_group("read_path");
-    group.bench_function("hashmap_string_i64_lookup", |b| {
-        b.iter(|| catalog.get(black_box(KEY)).copied())
-    });
+    group.bench_function("hashmap_string_i64_lookup", |b| b.iter(|| catalog.get(black_box(KEY)).copied()));
     group.bench_function("get_int_five_levels_all_miss_but_global", |b| {
         b.iter(|| client.get_int(black_box(&miss), black_box(KEY)))
     });
-    group.bench_function("get_int_user_level_hit", |b| {
-        b.iter(|| client.get_int(black_box(&hit), black_box(KEY)))
-    });
-    group.bench_function("int_handle_five_levels_all_miss_but_global", |b| {
-        b.iter(|| handle.get(black_box(&miss)))
-    });
+    group.bench_function("get_int_user_level_hit", |b| b.iter(|| client.get_int(black_box(&hit), black_box(KEY))));
+    group.bench_function("int_handle_five_levels_all_miss_but_global", |b| b.iter(|| handle.get(black_box(&miss))));
     // What a request pays once, however many keys it reads: four ids copied
     // and hashed.
     group.bench_function("scope_build_four_ids", |b| {

@@ -19,11 +19,10 @@ async fn run() {
     let Some((url, pool)) = common::database().await else {
         return;
     };
-    let have: i64 =
-        sqlx::query_scalar("select count(*) from policy_values where actor = 'bench-load'")
-            .fetch_one(&pool)
-            .await
-            .expect("count");
+    let have: i64 = sqlx::query_scalar("select count(*) from policy_values where actor = 'bench-load'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     if have < ROWS {
         let started = Instant::now();
         // One transaction; the notify trigger is off meanwhile so the load does
@@ -41,10 +40,7 @@ async fn run() {
             sqlx::query(statement).execute(&mut *tx).await.expect("load rows");
         }
         tx.commit().await.expect("commit");
-        println!(
-            "inserted {ROWS} rows in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
+        println!("inserted {ROWS} rows in {:.1} s", started.elapsed().as_secs_f64());
     }
     pool.close().await;
 
@@ -59,11 +55,7 @@ async fn run() {
     let load = started.elapsed();
     let after = common::rss_bytes();
     let health = client.health();
-    assert!(
-        health.rows as i64 >= ROWS,
-        "replica holds {} rows",
-        health.rows
-    );
+    assert!(health.rows as i64 >= ROWS, "replica holds {} rows", health.rows);
     println!(
         "replica of {} rows: cold load {:.2} s, resident memory +{:.0} MB (process {:.0} MB)",
         health.rows,

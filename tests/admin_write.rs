@@ -17,9 +17,7 @@ fn body(scope: Json, value: Json, old_value: Json) -> Json {
 #[sqlx::test]
 async fn the_spec_example_is_stored_audited_and_resolved(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let reply = app
-        .write(body(json!({"org_id": "acme"}), json!(45), json!(30)))
-        .await;
+    let reply = app.write(body(json!({"org_id": "acme"}), json!(45), json!(30))).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
     assert_eq!(reply.json["value"]["value"], json!(45));
     assert_eq!(reply.json["value"]["level"], "org");
@@ -37,14 +35,8 @@ async fn the_spec_example_is_stored_audited_and_resolved(pool: PgPool) {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert_eq!(
-        (row.0.as_str(), row.1.as_str()),
-        ("alice-admin", "policy_value.set")
-    );
-    assert_eq!(
-        (row.2.as_deref(), row.3.as_deref()),
-        (Some(KEY), Some("acme"))
-    );
+    assert_eq!((row.0.as_str(), row.1.as_str()), ("alice-admin", "policy_value.set"));
+    assert_eq!((row.2.as_deref(), row.3.as_deref()), (Some(KEY), Some("acme")));
     assert_eq!(row.4["policy_key"], KEY);
     assert_eq!(row.4["old_value"], json!(30));
     assert_eq!(row.4["new_value"], json!(45));
@@ -57,38 +49,16 @@ async fn the_spec_example_is_stored_audited_and_resolved(pool: PgPool) {
 async fn old_value_is_the_value_at_the_exact_scope_or_else_the_global_value(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     // Global from 30 (the default) to 40.
-    assert_eq!(
-        app.write(body(json!({}), json!(40), json!(30)))
-            .await
-            .status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.write(body(json!({}), json!(40), json!(30))).await.status, StatusCode::CREATED);
     // The org has nothing stored: it replaces the global value, 40.
-    assert_eq!(
-        app.write(body(json!({"org_id": "acme"}), json!(45), json!(40)))
-            .await
-            .status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.write(body(json!({"org_id": "acme"}), json!(45), json!(40))).await.status, StatusCode::CREATED);
     // The user has nothing stored: still the global value (40), not the org's 45.
-    let stale = app
-        .write(body(json!({"user_id": "u1"}), json!(7), json!(45)))
-        .await;
-    assert_eq!(
-        (stale.status, stale.code()),
-        (StatusCode::CONFLICT, "stale_old_value")
-    );
+    let stale = app.write(body(json!({"user_id": "u1"}), json!(7), json!(45))).await;
+    assert_eq!((stale.status, stale.code()), (StatusCode::CONFLICT, "stale_old_value"));
     assert_eq!(stale.json["details"]["current_value"], json!(40));
-    assert_eq!(
-        app.write(body(json!({"user_id": "u1"}), json!(7), json!(40)))
-            .await
-            .status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.write(body(json!({"user_id": "u1"}), json!(7), json!(40))).await.status, StatusCode::CREATED);
     // The org has 45 stored now, so that is what a second org write replaces.
-    let reply = app
-        .write(body(json!({"org_id": "acme"}), json!(60), json!(45)))
-        .await;
+    let reply = app.write(body(json!({"org_id": "acme"}), json!(60), json!(45))).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
     assert_eq!(app.resolve(KEY, "org_id=acme&user_id=u1").await, json!(7));
     assert_eq!(app.resolve(KEY, "org_id=acme&user_id=u2").await, json!(60));
@@ -97,56 +67,28 @@ async fn old_value_is_the_value_at_the_exact_scope_or_else_the_global_value(pool
 #[sqlx::test]
 async fn a_null_value_removes_the_override_and_the_scope_falls_back(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    app.write(body(json!({"org_id": "acme"}), json!(45), json!(30)))
-        .await;
-    let removed = app
-        .write(body(json!({"org_id": "acme"}), Json::Null, json!(45)))
-        .await;
+    app.write(body(json!({"org_id": "acme"}), json!(45), json!(30))).await;
+    let removed = app.write(body(json!({"org_id": "acme"}), Json::Null, json!(45))).await;
     assert_eq!(removed.status, StatusCode::CREATED, "{}", removed.json);
     assert_eq!(removed.json["value"]["kind"], "unset");
     assert_eq!(app.resolve(KEY, "org_id=acme").await, json!(30));
 
     let before = app.counts().await;
-    let again = app
-        .write(body(json!({"org_id": "acme"}), Json::Null, json!(30)))
-        .await;
-    assert_eq!(
-        (again.status, again.code()),
-        (StatusCode::CONFLICT, "not_overridden")
-    );
+    let again = app.write(body(json!({"org_id": "acme"}), Json::Null, json!(30))).await;
+    assert_eq!((again.status, again.code()), (StatusCode::CONFLICT, "not_overridden"));
     assert_eq!(app.counts().await, before);
 }
 
 /// Each case: a body, the expected status and code.
-async fn assert_refused(
-    app: &TestApp,
-    request: reqwest::RequestBuilder,
-    status: StatusCode,
-    code: &str,
-) {
+async fn assert_refused(app: &TestApp, request: reqwest::RequestBuilder, status: StatusCode, code: &str) {
     let before = app.counts().await;
     let reply = app.send(request).await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (status, code),
-        "{}",
-        reply.json
-    );
-    assert!(
-        !reply.json["message"].as_str().unwrap_or("").is_empty(),
-        "a refusal says why: {}",
-        reply.json
-    );
-    assert!(
-        reply.json["details"].is_object(),
-        "details is an object: {}",
-        reply.json
-    );
-    assert_eq!(
-        app.counts().await,
-        before,
-        "a refused write ({code}) wrote nothing"
-    );
+    assert_eq!((reply.status, reply.code()), (status, code), "{}", reply.json);
+    assert!(!reply.json["message"].as_str().unwrap_or("").is_empty(), "a refusal says why: {}", reply.json);
+    assert!(reply.json["details"].is_object(), "details is an object: {}", reply.json);
+    assert_eq!(app.counts().await, before, "a refused write ({code}) wrote nothing");
+    let refused = app.refused_codes().await;
+    assert_eq!(refused.last().map(String::as_str), Some(code), "the refusal is audited with its code");
 }
 
 #[sqlx::test]
@@ -163,51 +105,19 @@ async fn every_invalid_body_is_refused_with_its_code_and_writes_nothing(pool: Pg
         b
     };
     let cases: Vec<(Json, StatusCode, &str)> = vec![
-        (
-            with(&|b| b["key"] = json!("allocation.no_such_key")),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_key",
-        ),
-        (
-            with(&|b| b["value"] = json!("45")),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "type_mismatch",
-        ),
-        (
-            with(&|b| b["value"] = json!(45.5)),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "type_mismatch",
-        ),
-        (
-            with(&|b| b["value"] = json!(366)),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "out_of_bounds",
-        ),
-        (
-            with(&|b| b["value"] = json!(-1)),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "out_of_bounds",
-        ),
+        (with(&|b| b["key"] = json!("allocation.no_such_key")), StatusCode::UNPROCESSABLE_ENTITY, "unknown_key"),
+        (with(&|b| b["value"] = json!("45")), StatusCode::UNPROCESSABLE_ENTITY, "type_mismatch"),
+        (with(&|b| b["value"] = json!(45.5)), StatusCode::UNPROCESSABLE_ENTITY, "type_mismatch"),
+        (with(&|b| b["value"] = json!(366)), StatusCode::UNPROCESSABLE_ENTITY, "out_of_bounds"),
+        (with(&|b| b["value"] = json!(-1)), StatusCode::UNPROCESSABLE_ENTITY, "out_of_bounds"),
         (
             with(&|b| b["scope"] = json!({"org_id": "a", "user_id": "b"})),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_scope",
         ),
-        (
-            with(&|b| b["scope"] = json!({"team_id": "a"})),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_scope",
-        ),
-        (
-            with(&|b| b["scope"] = json!({"org_id": ""})),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_scope",
-        ),
-        (
-            with(&|b| b["scope"] = json!("acme")),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_scope",
-        ),
+        (with(&|b| b["scope"] = json!({"team_id": "a"})), StatusCode::UNPROCESSABLE_ENTITY, "invalid_scope"),
+        (with(&|b| b["scope"] = json!({"org_id": ""})), StatusCode::UNPROCESSABLE_ENTITY, "invalid_scope"),
+        (with(&|b| b["scope"] = json!("acme")), StatusCode::UNPROCESSABLE_ENTITY, "invalid_scope"),
         (
             with(&|b| {
                 b.as_object_mut().unwrap().remove("scope");
@@ -222,36 +132,12 @@ async fn every_invalid_body_is_refused_with_its_code_and_writes_nothing(pool: Pg
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_reason",
         ),
-        (
-            with(&|b| b["reason"] = json!("   ")),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_reason",
-        ),
-        (
-            with(&|b| b["reason"] = json!("x".repeat(1001))),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_reason",
-        ),
-        (
-            with(&|b| b["effective_at"] = json!(past.clone())),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "effective_at_in_past",
-        ),
-        (
-            with(&|b| b["effective_at"] = json!("next tuesday")),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_time",
-        ),
-        (
-            with(&|b| b["old_value"] = json!(31)),
-            StatusCode::CONFLICT,
-            "stale_old_value",
-        ),
-        (
-            with(&|b| b["old_value"] = json!("30")),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "type_mismatch",
-        ),
+        (with(&|b| b["reason"] = json!("   ")), StatusCode::UNPROCESSABLE_ENTITY, "invalid_reason"),
+        (with(&|b| b["reason"] = json!("x".repeat(1001))), StatusCode::UNPROCESSABLE_ENTITY, "invalid_reason"),
+        (with(&|b| b["effective_at"] = json!(past.clone())), StatusCode::UNPROCESSABLE_ENTITY, "effective_at_in_past"),
+        (with(&|b| b["effective_at"] = json!("next tuesday")), StatusCode::UNPROCESSABLE_ENTITY, "invalid_time"),
+        (with(&|b| b["old_value"] = json!(31)), StatusCode::CONFLICT, "stale_old_value"),
+        (with(&|b| b["old_value"] = json!("30")), StatusCode::UNPROCESSABLE_ENTITY, "type_mismatch"),
         (
             with(&|b| {
                 b.as_object_mut().unwrap().remove("old_value");
@@ -271,20 +157,10 @@ async fn every_invalid_body_is_refused_with_its_code_and_writes_nothing(pool: Pg
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request",
         ),
-        (
-            json!([1, 2]),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        ),
+        (json!([1, 2]), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
     ];
     for (b, status, code) in cases {
-        assert_refused(
-            &app,
-            app.http.post(&url).bearer_auth(&app.admin).json(&b),
-            status,
-            code,
-        )
-        .await;
+        assert_refused(&app, app.http.post(&url).bearer_auth(&app.admin).json(&b), status, code).await;
     }
     let enum_body = json!({"key": "allocation.isolation_model", "scope": {}, "value": "none",
                            "reason": "r", "old_value": "user-revoke"});
@@ -292,39 +168,13 @@ async fn every_invalid_body_is_refused_with_its_code_and_writes_nothing(pool: Pg
     assert_refused(&app, req, StatusCode::UNPROCESSABLE_ENTITY, "out_of_bounds").await;
 
     let raw = |text: String| {
-        app.http
-            .post(&url)
-            .bearer_auth(&app.admin)
-            .header("content-type", "application/json")
-            .body(text)
+        app.http.post(&url).bearer_auth(&app.admin).header("content-type", "application/json").body(text)
     };
-    assert_refused(
-        &app,
-        raw("{\"key\": ".into()),
-        StatusCode::BAD_REQUEST,
-        "malformed_json",
-    )
-    .await;
+    assert_refused(&app, raw("{\"key\": ".into()), StatusCode::BAD_REQUEST, "malformed_json").await;
     let huge = json!({"key": KEY, "scope": {}, "value": 1, "old_value": 30, "reason": "x".repeat(70 * 1024)});
-    assert_refused(
-        &app,
-        raw(huge.to_string()),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-    )
-    .await;
-    let plain = app
-        .http
-        .post(&url)
-        .bearer_auth(&app.admin)
-        .body(body(org.clone(), json!(45), json!(30)).to_string());
-    assert_refused(
-        &app,
-        plain,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-    )
-    .await;
+    assert_refused(&app, raw(huge.to_string()), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    let plain = app.http.post(&url).bearer_auth(&app.admin).body(body(org.clone(), json!(45), json!(30)).to_string());
+    assert_refused(&app, plain, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
 }
 
 #[sqlx::test]
@@ -332,10 +182,7 @@ async fn of_64_concurrent_writers_with_the_same_old_value_exactly_one_wins(pool:
     let app = std::sync::Arc::new(TestApp::spawn(pool).await);
     let writers = (0..64).map(|i| {
         let app = app.clone();
-        tokio::spawn(async move {
-            app.write(body(json!({"org_id": "acme"}), json!(100 + i), json!(30)))
-                .await
-        })
+        tokio::spawn(async move { app.write(body(json!({"org_id": "acme"}), json!(100 + i), json!(30))).await })
     });
     let mut created = Vec::new();
     let mut conflicts = 0;
@@ -358,10 +205,7 @@ async fn of_64_concurrent_writers_with_the_same_old_value_exactly_one_wins(pool:
 #[sqlx::test]
 async fn a_scheduled_change_takes_effect_at_its_time_and_can_be_cancelled_before(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let rfc = |t: time::OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap()
-    };
+    let rfc = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
     let when = time::OffsetDateTime::now_utc() + time::Duration::days(30);
     let mut b = body(json!({"org_id": "acme"}), json!(45), json!(30));
     b["effective_at"] = json!(rfc(when));
@@ -370,97 +214,45 @@ async fn a_scheduled_change_takes_effect_at_its_time_and_can_be_cancelled_before
     let id = scheduled.json["value"]["id"].as_str().unwrap().to_string();
 
     assert_eq!(app.resolve(KEY, "org_id=acme").await, json!(30));
-    let at = |t: time::OffsetDateTime| {
-        format!(
-            "org_id=acme&at={}",
-            rfc(t).replace(':', "%3A").replace('+', "%2B")
-        )
-    };
+    let at = |t: time::OffsetDateTime| format!("org_id=acme&at={}", rfc(t).replace(':', "%3A").replace('+', "%2B"));
     assert_eq!(app.resolve(KEY, &at(when)).await, json!(45));
-    assert_eq!(
-        app.resolve(KEY, &at(when - time::Duration::SECOND)).await,
-        json!(30)
-    );
+    assert_eq!(app.resolve(KEY, &at(when - time::Duration::SECOND)).await, json!(30));
 
-    let listed = app
-        .get(
-            &format!("/api/v1/admin/policy-values?key={KEY}"),
-            &app.auditor,
-        )
-        .await;
+    let listed = app.get(&format!("/api/v1/admin/policy-values?key={KEY}"), &app.auditor).await;
     assert_eq!(listed.status, StatusCode::OK);
-    assert_eq!(
-        listed.json["overrides"][0]["scope"],
-        json!({"org_id": "acme"})
-    );
+    assert_eq!(listed.json["overrides"][0]["scope"], json!({"org_id": "acme"}));
     assert_eq!(listed.json["overrides"][0]["current"], Json::Null);
     assert_eq!(listed.json["overrides"][0]["scheduled"][0]["id"], json!(id));
 
     let cancel_path = format!("/api/v1/admin/policy-values/{id}/cancel");
     let no_reason = app.post(&cancel_path, &app.admin, &json!({})).await;
     assert_eq!(no_reason.code(), "invalid_reason");
-    let cancelled = app
-        .post(
-            &cancel_path,
-            &app.admin,
-            &json!({"reason": "customer withdrew"}),
-        )
-        .await;
+    let cancelled = app.post(&cancel_path, &app.admin, &json!({"reason": "customer withdrew"})).await;
     assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.json);
     assert_eq!(cancelled.json["value"]["kind"], "cancel");
     assert_eq!(app.resolve(KEY, &at(when)).await, json!(30));
-    let listed = app
-        .get(
-            &format!("/api/v1/admin/policy-values?key={KEY}"),
-            &app.auditor,
-        )
-        .await;
+    let listed = app.get(&format!("/api/v1/admin/policy-values?key={KEY}"), &app.auditor).await;
     assert_eq!(listed.json["overrides"], json!([]));
 
     let before = app.counts().await;
-    let twice = app
-        .post(&cancel_path, &app.admin, &json!({"reason": "again"}))
-        .await;
-    assert_eq!(
-        (twice.status, twice.code()),
-        (StatusCode::CONFLICT, "already_cancelled")
-    );
+    let twice = app.post(&cancel_path, &app.admin, &json!({"reason": "again"})).await;
+    assert_eq!((twice.status, twice.code()), (StatusCode::CONFLICT, "already_cancelled"));
     let unknown = app
         .post(
-            &format!(
-                "/api/v1/admin/policy-values/{}/cancel",
-                uuid::Uuid::new_v4()
-            ),
+            &format!("/api/v1/admin/policy-values/{}/cancel", uuid::Uuid::new_v4()),
             &app.admin,
             &json!({"reason": "r"}),
         )
         .await;
-    assert_eq!(
-        (unknown.status, unknown.code()),
-        (StatusCode::NOT_FOUND, "not_found")
-    );
-    let now_row = app
-        .write(body(json!({"org_id": "acme"}), json!(40), json!(30)))
-        .await;
+    assert_eq!((unknown.status, unknown.code()), (StatusCode::NOT_FOUND, "not_found"));
+    let now_row = app.write(body(json!({"org_id": "acme"}), json!(40), json!(30))).await;
     let before_in_effect = app.counts().await;
     let in_effect = now_row.json["value"]["id"].as_str().unwrap();
-    let late = app
-        .post(
-            &format!("/api/v1/admin/policy-values/{in_effect}/cancel"),
-            &app.admin,
-            &json!({"reason": "r"}),
-        )
-        .await;
-    assert_eq!(
-        (late.status, late.code()),
-        (StatusCode::CONFLICT, "not_scheduled")
-    );
+    let late =
+        app.post(&format!("/api/v1/admin/policy-values/{in_effect}/cancel"), &app.admin, &json!({"reason": "r"})).await;
+    assert_eq!((late.status, late.code()), (StatusCode::CONFLICT, "not_scheduled"));
     assert_eq!(app.counts().await, before_in_effect);
-    assert_eq!(
-        before.0 + 1,
-        before_in_effect.0,
-        "only the immediate write added a row"
-    );
+    assert_eq!(before.0 + 1, before_in_effect.0, "only the immediate write added a row");
 }
 
 #[sqlx::test]
@@ -468,9 +260,7 @@ async fn an_effective_at_within_the_skew_tolerance_is_taken_as_now(pool: PgPool)
     let app = TestApp::spawn(pool).await;
     let sent = time::OffsetDateTime::now_utc() - time::Duration::seconds(20);
     let mut b = body(json!({"org_id": "acme"}), json!(45), json!(30));
-    b["effective_at"] = json!(sent
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap());
+    b["effective_at"] = json!(sent.format(&time::format_description::well_known::Rfc3339).unwrap());
     let reply = app.write(b).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
     let stored = time::OffsetDateTime::parse(
@@ -478,8 +268,5 @@ async fn an_effective_at_within_the_skew_tolerance_is_taken_as_now(pool: PgPool)
         &time::format_description::well_known::Rfc3339,
     )
     .unwrap();
-    assert!(
-        stored > sent + time::Duration::seconds(10),
-        "stored {stored} is now, not the sent {sent}"
-    );
+    assert!(stored > sent + time::Duration::seconds(10), "stored {stored} is now, not the sent {sent}");
 }

@@ -5,6 +5,7 @@ mod common;
 
 use common::TestApp;
 use policy_values::store::audit::{self, AuditRecord};
+use policy_values::store::audit_query;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -15,11 +16,7 @@ async fn the_database_refuses_update_delete_and_truncate_of_audit_rows(pool: PgP
     let body = json!({"key": "maas.enabled", "scope": {}, "value": true, "reason": "pilot", "old_value": false});
     assert_eq!(app.write(body).await.status, reqwest::StatusCode::CREATED);
     let before = app.counts().await;
-    assert_eq!(
-        before,
-        (1, 17),
-        "one value row; 16 catalog and 1 write audit rows"
-    );
+    assert_eq!(before, (1, 17), "one value row; 16 catalog and 1 write audit rows");
     for statement in [
         "update audit_logs set actor = 'mallory'",
         "delete from audit_logs",
@@ -29,17 +26,11 @@ async fn the_database_refuses_update_delete_and_truncate_of_audit_rows(pool: PgP
         "truncate policy_values cascade",
     ] {
         let err = sqlx::query(statement).execute(&app.pool).await.unwrap_err();
-        assert!(
-            err.to_string().contains("append-only"),
-            "{statement}: {err}"
-        );
+        assert!(err.to_string().contains("append-only"), "{statement}: {err}");
     }
     assert_eq!(app.counts().await, before);
     let actors: Vec<String> =
-        sqlx::query_scalar("select distinct actor from audit_logs order by 1")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
+        sqlx::query_scalar("select distinct actor from audit_logs order by 1").fetch_all(&app.pool).await.unwrap();
     assert_eq!(actors.len(), 2, "no actor was rewritten: {actors:?}");
 }
 
@@ -54,33 +45,25 @@ async fn every_hash_is_sha256_of_the_previous_hash_and_the_canonical_row(pool: P
     body["scope"] = json!({"org_id": "a;b:c"});
     assert_eq!(app.write(body).await.status, reqwest::StatusCode::CREATED);
 
-    let records = audit::recent(&app.pool, None, 1000).await.unwrap();
-    let texts: Vec<(i64, String)> =
-        sqlx::query_as("select seq, metadata::text from audit_logs order by seq")
-            .fetch_all(&app.pool)
+    let records =
+        audit_query::page(&app.pool, &Default::default(), audit_query::Page::NewestFirst { before: None }, 1000)
             .await
             .unwrap();
+    let texts: Vec<(i64, String)> =
+        sqlx::query_as("select seq, metadata::text from audit_logs order by seq").fetch_all(&app.pool).await.unwrap();
     let mut records: Vec<AuditRecord> = records;
     records.reverse();
     assert_eq!(records.len(), texts.len());
-    assert_eq!(records.len(), 17, "16 catalog keys and one write");
+    assert_eq!(records.len(), 18, "16 catalog keys, the refused write and the write");
     let mut prev = [0u8; 32].to_vec();
     for (record, (seq, text)) in records.iter().zip(&texts) {
         assert_eq!(record.seq, *seq);
-        assert_eq!(
-            record.prev_hash,
-            hex::encode(&prev),
-            "row {seq} chains to the previous row"
-        );
+        assert_eq!(record.prev_hash, hex::encode(&prev), "row {seq} chains to the previous row");
         let mut hasher = Sha256::new();
         hasher.update(&prev);
         hasher.update(audit::canonical(record, text));
         let hash = hasher.finalize().to_vec();
-        assert_eq!(
-            record.hash,
-            hex::encode(&hash),
-            "row {seq}'s hash recomputes"
-        );
+        assert_eq!(record.hash, hex::encode(&hash), "row {seq}'s hash recomputes");
         prev = hash;
     }
     let last = records.last().unwrap();
@@ -92,33 +75,19 @@ async fn every_hash_is_sha256_of_the_previous_hash_and_the_canonical_row(pool: P
 async fn the_application_role_may_append_but_not_rewrite(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let mut conn = app.pool.acquire().await.unwrap();
-    sqlx::query("set role policy_values_app")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    sqlx::query("set role policy_values_app").execute(&mut *conn).await.unwrap();
     sqlx::query("insert into audit_logs (actor, action, prev_hash, hash) values ('app', 'test.append', '', '')")
         .execute(&mut *conn)
         .await
         .unwrap();
-    for statement in [
-        "update audit_logs set actor = 'x'",
-        "delete from audit_logs",
-        "truncate audit_logs",
-    ] {
-        let err = sqlx::query(statement)
-            .execute(&mut *conn)
-            .await
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("permission denied"),
-            "{statement}: {err}"
-        );
+    for statement in ["update audit_logs set actor = 'x'", "delete from audit_logs", "truncate audit_logs"] {
+        let err = sqlx::query(statement).execute(&mut *conn).await.unwrap_err();
+        assert!(err.to_string().contains("permission denied"), "{statement}: {err}");
     }
     sqlx::query("reset role").execute(&mut *conn).await.unwrap();
-    let appended: i64 =
-        sqlx::query_scalar("select count(*) from audit_logs where action = 'test.append'")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
+    let appended: i64 = sqlx::query_scalar("select count(*) from audit_logs where action = 'test.append'")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
     assert_eq!(appended, 1);
 }

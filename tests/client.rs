@@ -16,16 +16,11 @@ use sqlx::PgPool;
 const KEY: &str = "allocation.max_concurrent_per_user";
 
 async fn client_for(pool: &PgPool) -> PolicyClient {
-    PolicyClient::builder()
-        .connect_options(options_of(pool))
-        .connect()
-        .await
-        .unwrap()
+    PolicyClient::builder().connect_options(options_of(pool)).connect().await.unwrap()
 }
 
 async fn set(app: &TestApp, scope: serde_json::Value, value: i64, old: i64) {
-    let body =
-        json!({"key": KEY, "scope": scope, "value": value, "reason": "test", "old_value": old});
+    let body = json!({"key": KEY, "scope": scope, "value": value, "reason": "test", "old_value": old});
     let reply = app.write(body).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
 }
@@ -40,10 +35,7 @@ async fn a_write_over_http_reaches_a_running_client_without_a_restart(pool: PgPo
     let mut watch = client.watch_key(KEY).unwrap();
 
     set(&app, json!({"org_id": "acme"}), 70, 50).await;
-    let change = tokio::time::timeout(Duration::from_secs(30), watch.changed())
-        .await
-        .unwrap()
-        .unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(30), watch.changed()).await.unwrap().unwrap();
     assert_eq!((change.level, &*change.scope_id), (Level::Org, "acme"));
     assert_eq!(change.value, Some(70.into()));
     assert_eq!(client.get_int(&acme, KEY), Ok(70));
@@ -63,10 +55,7 @@ async fn a_write_over_http_reaches_a_running_client_without_a_restart(pool: PgPo
             actual: policy_values::domain::ValueType::Int,
         })
     );
-    assert_eq!(
-        client.get_int(&acme, "no.such_key"),
-        Err(PolicyError::UnknownKey("no.such_key".into()))
-    );
+    assert_eq!(client.get_int(&acme, "no.such_key"), Err(PolicyError::UnknownKey("no.such_key".into())));
 }
 
 #[sqlx::test]
@@ -94,26 +83,15 @@ async fn the_client_converges_after_its_listener_is_killed_while_writes_go_on(po
         .unwrap();
     }
     writer.await.unwrap();
-    let last_seq: i64 = sqlx::query_scalar("select max(seq) from policy_values")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    eventually("the client applies every row", || async {
-        client.health().last_seq == last_seq
-    })
-    .await;
+    let last_seq: i64 = sqlx::query_scalar("select max(seq) from policy_values").fetch_one(&app.pool).await.unwrap();
+    eventually("the client applies every row", || async { client.health().last_seq == last_seq }).await;
     for org in 0..6 {
         let expected = app.resolve(KEY, &format!("org_id=org{org}")).await;
-        let got = client
-            .get_int(&Scope::new().org(format!("org{org}")), KEY)
-            .unwrap();
+        let got = client.get_int(&Scope::new().org(format!("org{org}")), KEY).unwrap();
         assert_eq!(json!(got), expected, "org{org}");
     }
     assert_eq!(client.health().origin, Origin::Live);
-    assert!(
-        client.health().reconnects >= 1,
-        "the listener was killed and came back"
-    );
+    assert!(client.health().reconnects >= 1, "the listener was killed and came back");
 }
 
 #[sqlx::test]
@@ -125,16 +103,10 @@ async fn without_notifications_the_safety_poll_converges(pool: PgPool) {
         .connect()
         .await
         .unwrap();
-    sqlx::query("alter table policy_values disable trigger policy_values_notify")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    sqlx::query("alter table policy_values disable trigger policy_values_notify").execute(&app.pool).await.unwrap();
     set(&app, json!({"plan": "pro"}), 80, 50).await;
     let pro = Scope::new().plan("pro");
-    eventually("the safety poll picks the write up", || async {
-        client.get_int(&pro, KEY) == Ok(80)
-    })
-    .await;
+    eventually("the safety poll picks the write up", || async { client.get_int(&pro, KEY) == Ok(80) }).await;
 }
 
 #[sqlx::test]
@@ -147,24 +119,15 @@ async fn a_scheduled_change_flips_at_its_time_in_a_running_client(pool: PgPool) 
     let reply = app.write(body).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
     let seq = reply.json["value"]["seq"].as_i64().unwrap();
-    eventually("the client has the scheduled row", || async {
-        client.health().last_seq >= seq
-    })
-    .await;
+    eventually("the client has the scheduled row", || async { client.health().last_seq >= seq }).await;
     let anyone = Scope::new().user("u9");
     let before = client.get_int(&anyone, KEY).unwrap();
     let read_at = time::OffsetDateTime::now_utc();
     if read_at < when {
         assert_eq!(before, 50, "not yet in effect");
     }
-    eventually("the scheduled value takes effect", || async {
-        client.get_int(&anyone, KEY) == Ok(90)
-    })
-    .await;
-    assert!(
-        time::OffsetDateTime::now_utc() >= when,
-        "it flipped no earlier than its time"
-    );
+    eventually("the scheduled value takes effect", || async { client.get_int(&anyone, KEY) == Ok(90) }).await;
+    assert!(time::OffsetDateTime::now_utc() >= when, "it flipped no earlier than its time");
 }
 
 #[sqlx::test]
@@ -187,29 +150,16 @@ async fn with_the_database_cut_reads_go_on_and_a_new_client_starts_from_the_snap
         .await
         .unwrap();
     assert_eq!(first.get_int(&acme, KEY), Ok(77));
-    eventually("the snapshot file is written", || async {
-        snapshot.exists()
-    })
-    .await;
+    eventually("the snapshot file is written", || async { snapshot.exists() }).await;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&snapshot).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&snapshot).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     proxy.cut();
-    eventually("the client notices", || async {
-        first.health().stale_since.is_some()
-    })
-    .await;
-    assert_eq!(
-        first.get_int(&acme, KEY),
-        Ok(77),
-        "reads keep answering from memory"
-    );
+    eventually("the client notices", || async { first.health().stale_since.is_some() }).await;
+    assert_eq!(first.get_int(&acme, KEY), Ok(77), "reads keep answering from memory");
     assert_eq!(first.health().origin, Origin::Live);
 
     let second = PolicyClient::builder()
@@ -247,9 +197,7 @@ async fn with_the_database_cut_reads_go_on_and_a_new_client_starts_from_the_snap
         assert_eq!(third.get_int(&acme, KEY), Ok(50), "catalog default");
         assert_eq!(
             third.get_int(&Scope::new(), "billing.minimum_deposit_minor"),
-            Err(PolicyError::Unavailable(
-                "billing.minimum_deposit_minor".into()
-            ))
+            Err(PolicyError::Unavailable("billing.minimum_deposit_minor".into()))
         );
         assert!(third.int_key("billing.minimum_deposit_minor").is_err());
     }
@@ -260,10 +208,7 @@ async fn with_the_database_cut_reads_go_on_and_a_new_client_starts_from_the_snap
         second.health().origin == Origin::Live && second.get_int(&acme, KEY) == Ok(78)
     })
     .await;
-    eventually("the first client reconnects", || async {
-        first.get_int(&acme, KEY) == Ok(78)
-    })
-    .await;
+    eventually("the first client reconnects", || async { first.get_int(&acme, KEY) == Ok(78) }).await;
     assert_eq!(first.health().stale_since, None);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -278,13 +223,7 @@ async fn racing_writers_never_make_the_tail_skip_a_row(pool: PgPool) {
             tokio::spawn(async move {
                 for i in 0..25i64 {
                     let old = if i == 0 { 50 } else { 1000 + w * 100 + i - 1 };
-                    set(
-                        &app,
-                        json!({ "user_id": format!("w{w}") }),
-                        1000 + w * 100 + i,
-                        old,
-                    )
-                    .await;
+                    set(&app, json!({ "user_id": format!("w{w}") }), 1000 + w * 100 + i, old).await;
                 }
             })
         })
@@ -292,20 +231,11 @@ async fn racing_writers_never_make_the_tail_skip_a_row(pool: PgPool) {
     for w in writers {
         w.await.unwrap();
     }
-    let last_seq: i64 = sqlx::query_scalar("select max(seq) from policy_values")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let last_seq: i64 = sqlx::query_scalar("select max(seq) from policy_values").fetch_one(&app.pool).await.unwrap();
     assert_eq!(last_seq, 200);
-    eventually("the client applies every row", || async {
-        client.health().last_seq == last_seq
-    })
-    .await;
+    eventually("the client applies every row", || async { client.health().last_seq == last_seq }).await;
     for w in 0..8i64 {
-        assert_eq!(
-            client.get_int(&Scope::new().user(format!("w{w}")), KEY),
-            Ok(1000 + w * 100 + 24)
-        );
+        assert_eq!(client.get_int(&Scope::new().user(format!("w{w}")), KEY), Ok(1000 + w * 100 + 24));
     }
 }
 
@@ -315,40 +245,16 @@ fn a_fixed_client_resolves_given_values_with_the_real_rule() {
     let client = PolicyClient::fixed()
         .set(KEY, WriteScope::global(), 10)
         .set(KEY, WriteScope::at(Level::Org, "acme").unwrap(), 20)
-        .set(
-            "maas.enabled",
-            WriteScope::at(Level::Plan, "pro").unwrap(),
-            true,
-        )
-        .set(
-            "allocation.isolation_model",
-            WriteScope::global(),
-            "full-reimage",
-        )
+        .set("maas.enabled", WriteScope::at(Level::Plan, "pro").unwrap(), true)
+        .set("allocation.isolation_model", WriteScope::global(), "full-reimage")
         .build()
         .unwrap();
-    assert_eq!(
-        client.get_int(&Scope::new().org("acme").user("u"), KEY),
-        Ok(20)
-    );
+    assert_eq!(client.get_int(&Scope::new().org("acme").user("u"), KEY), Ok(20));
     assert_eq!(client.get_int(&Scope::new().org("other"), KEY), Ok(10));
-    assert_eq!(
-        client.get_bool(&Scope::new().plan("pro"), "maas.enabled"),
-        Ok(true)
-    );
+    assert_eq!(client.get_bool(&Scope::new().plan("pro"), "maas.enabled"), Ok(true));
     assert_eq!(client.get_bool(&Scope::new(), "maas.enabled"), Ok(false));
-    assert_eq!(
-        &*client
-            .get_string(&Scope::new(), "allocation.isolation_model")
-            .unwrap(),
-        "full-reimage"
-    );
+    assert_eq!(&*client.get_string(&Scope::new(), "allocation.isolation_model").unwrap(), "full-reimage");
     assert_eq!(client.health().origin, Origin::Fixed);
-    let out_of_bounds = PolicyClient::fixed()
-        .set(KEY, WriteScope::global(), -5)
-        .build();
-    assert!(matches!(
-        out_of_bounds,
-        Err(PolicyError::InvalidValue { .. })
-    ));
+    let out_of_bounds = PolicyClient::fixed().set(KEY, WriteScope::global(), -5).build();
+    assert!(matches!(out_of_bounds, Err(PolicyError::InvalidValue { .. })));
 }

@@ -11,8 +11,7 @@ use sqlx::PgPool;
 const KEY: &str = "rate_limit.api_requests_per_minute";
 
 async fn set(app: &TestApp, scope: Json, value: i64, old: i64) {
-    let body =
-        json!({"key": KEY, "scope": scope, "value": value, "reason": "test", "old_value": old});
+    let body = json!({"key": KEY, "scope": scope, "value": value, "reason": "test", "old_value": old});
     let reply = app.write(body).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
 }
@@ -28,25 +27,13 @@ async fn the_most_specific_level_wins_and_explain_lists_every_level(pool: PgPool
 
     let full = "user_id=u1&project_id=p1&org_id=acme&plan=pro";
     assert_eq!(app.resolve(KEY, full).await, json!(600));
-    assert_eq!(
-        app.resolve(KEY, "user_id=u2&project_id=p1&org_id=acme&plan=pro")
-            .await,
-        json!(500)
-    );
-    assert_eq!(
-        app.resolve(KEY, "project_id=p2&org_id=acme&plan=pro").await,
-        json!(400)
-    );
+    assert_eq!(app.resolve(KEY, "user_id=u2&project_id=p1&org_id=acme&plan=pro").await, json!(500));
+    assert_eq!(app.resolve(KEY, "project_id=p2&org_id=acme&plan=pro").await, json!(400));
     assert_eq!(app.resolve(KEY, "org_id=other&plan=pro").await, json!(300));
     assert_eq!(app.resolve(KEY, "plan=free").await, json!(200));
     assert_eq!(app.resolve("billing.window_seconds", full).await, json!(60));
 
-    let reply = app
-        .get(
-            &format!("/api/v1/policy-values/resolve?key={KEY}&org_id=acme&plan=pro"),
-            &app.reader,
-        )
-        .await;
+    let reply = app.get(&format!("/api/v1/policy-values/resolve?key={KEY}&org_id=acme&plan=pro"), &app.reader).await;
     assert_eq!(reply.json["type"], "int");
     assert_eq!(reply.json["source"]["level"], "org");
     assert_eq!(reply.json["source"]["scope_id"], "acme");
@@ -87,18 +74,8 @@ async fn bad_resolve_queries_get_422_with_a_code(pool: PgPool) {
         (&*format!("key={KEY}&at=yesterday"), "invalid_time"),
     ];
     for (query, code) in cases {
-        let reply = app
-            .get(
-                &format!("/api/v1/policy-values/resolve?{query}"),
-                &app.reader,
-            )
-            .await;
-        assert_eq!(
-            (reply.status, reply.code()),
-            (StatusCode::UNPROCESSABLE_ENTITY, code),
-            "{query}: {}",
-            reply.json
-        );
+        let reply = app.get(&format!("/api/v1/policy-values/resolve?{query}"), &app.reader).await;
+        assert_eq!((reply.status, reply.code()), (StatusCode::UNPROCESSABLE_ENTITY, code), "{query}: {}", reply.json);
     }
 }
 
@@ -108,21 +85,12 @@ async fn the_catalog_lists_sixteen_bounded_keys(pool: PgPool) {
     let reply = app.get("/api/v1/policy-keys", &app.reader).await;
     let keys = reply.json["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 16);
-    let refund = keys
-        .iter()
-        .find(|k| k["key"] == "allocation.refund_window_days")
-        .unwrap();
+    let refund = keys.iter().find(|k| k["key"] == "allocation.refund_window_days").unwrap();
     assert_eq!(refund["type"], "int");
     assert_eq!(refund["default"], json!(30));
     assert_eq!(refund["bounds"], json!({"min": 0, "max": 365}));
-    let isolation = keys
-        .iter()
-        .find(|k| k["key"] == "allocation.isolation_model")
-        .unwrap();
-    assert_eq!(
-        isolation["bounds"],
-        json!({"enum": ["user-revoke", "full-reimage"]})
-    );
+    let isolation = keys.iter().find(|k| k["key"] == "allocation.isolation_model").unwrap();
+    assert_eq!(isolation["bounds"], json!({"enum": ["user-revoke", "full-reimage"]}));
 }
 
 #[sqlx::test]
@@ -137,24 +105,14 @@ async fn the_snapshot_has_every_key_a_version_and_an_etag_that_answers_304(pool:
     let etag = first.headers["etag"].to_str().unwrap().to_string();
 
     let again = app
-        .send(
-            app.http
-                .get(format!("{}{path}", app.base))
-                .bearer_auth(&app.reader)
-                .header("if-none-match", &etag),
-        )
+        .send(app.http.get(format!("{}{path}", app.base)).bearer_auth(&app.reader).header("if-none-match", &etag))
         .await;
     assert_eq!(again.status, StatusCode::NOT_MODIFIED);
     assert_eq!(again.headers["etag"].to_str().unwrap(), etag);
 
     set(&app, json!({"org_id": "acme"}), 999, 120).await;
     let changed = app
-        .send(
-            app.http
-                .get(format!("{}{path}", app.base))
-                .bearer_auth(&app.reader)
-                .header("if-none-match", &etag),
-        )
+        .send(app.http.get(format!("{}{path}", app.base)).bearer_auth(&app.reader).header("if-none-match", &etag))
         .await;
     assert_eq!(changed.status, StatusCode::OK);
     assert_ne!(changed.headers["etag"].to_str().unwrap(), etag);

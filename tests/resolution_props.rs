@@ -29,13 +29,7 @@ struct Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    (
-        0..5usize,
-        prop::bool::ANY,
-        prop::option::weighted(0.8, 0..1000i64),
-        -3..4i64,
-        prop::bool::weighted(0.15),
-    )
+    (0..5usize, prop::bool::ANY, prop::option::weighted(0.8, 0..1000i64), -3..4i64, prop::bool::weighted(0.15))
         .prop_map(|(level, second, value, hour, cancelled)| {
             let level = Level::ORDER[level];
             let scope_id = match (level, second) {
@@ -44,25 +38,13 @@ fn op() -> impl Strategy<Value = Op> {
                 (_, true) => "b",
             };
             // Only a change still to come can be cancelled (as the store enforces).
-            Op {
-                level,
-                scope_id,
-                value,
-                hour,
-                cancelled: cancelled && hour > 0,
-            }
+            Op { level, scope_id, value, hour, cancelled: cancelled && hour > 0 }
         })
 }
 
 /// The reference model: a direct reading of the rule over the op list,
 /// where list order is seq order.
-fn model(
-    ops: &[Op],
-    default: i64,
-    scope: &Scope,
-    at: OffsetDateTime,
-    base: OffsetDateTime,
-) -> (i64, &'static str) {
+fn model(ops: &[Op], default: i64, scope: &Scope, at: OffsetDateTime, base: OffsetDateTime) -> (i64, &'static str) {
     for level in Level::ORDER {
         let Some(id) = scope.id(level) else { continue };
         let winner = ops
@@ -84,12 +66,9 @@ fn scopes() -> Vec<Scope> {
         for org in [None, Some("a")] {
             for (project, plan) in [(None, None), (Some("a"), Some("b")), (Some("b"), Some("a"))] {
                 let mut scope = Scope::new();
-                for (level, id) in [
-                    (Level::User, user),
-                    (Level::Project, project),
-                    (Level::Org, org),
-                    (Level::Plan, plan),
-                ] {
+                for (level, id) in
+                    [(Level::User, user), (Level::Project, project), (Level::Org, org), (Level::Plan, plan)]
+                {
                     if let Some(id) = id {
                         scope = scope.with(level, id).unwrap();
                     }
@@ -101,12 +80,7 @@ fn scopes() -> Vec<Scope> {
     out
 }
 
-async fn check(
-    pool: &PgPool,
-    client: &PolicyClient,
-    case: usize,
-    ops: &[Op],
-) -> Result<(), TestCaseError> {
+async fn check(pool: &PgPool, client: &PolicyClient, case: usize, ops: &[Op]) -> Result<(), TestCaseError> {
     let def = KeyDef {
         key: PolicyKey::parse(&format!("prop.key_{case}")).unwrap(),
         value_type: ValueType::Int,
@@ -116,33 +90,15 @@ async fn check(
         unit: String::new(),
         fail_closed: false,
     };
-    keys::sync(
-        pool,
-        &Catalog {
-            keys: vec![def.clone()],
-        },
-        "test",
-        "property test",
-    )
-    .await
-    .unwrap();
+    keys::sync(pool, &Catalog { keys: vec![def.clone()] }, "test", "property test").await.unwrap();
     let base = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     let mut conn = pool.acquire().await.unwrap();
     for o in ops {
         let at = base + Duration::hours(o.hour);
         let json = o.value.map(serde_json::Value::from);
-        let row = values::append_row(
-            &mut conn,
-            def.key.as_str(),
-            o.level,
-            o.scope_id,
-            json,
-            at,
-            "test",
-            "prop",
-        )
-        .await
-        .unwrap();
+        let row = values::append_row(&mut conn, def.key.as_str(), o.level, o.scope_id, json, at, "test", "prop")
+            .await
+            .unwrap();
         if o.cancelled {
             sqlx::query(
                 "insert into policy_values (kind, key, level, scope_id, effective_at, actor, reason, cancels_seq)
@@ -160,35 +116,18 @@ async fn check(
     for scope in scopes() {
         for half_hours in -8..10 {
             let at = base + Duration::minutes(30 * half_hours);
-            let got = resolve::resolve(&mut conn, &def, &scope, Some(at))
-                .await
-                .unwrap();
-            let Value::Int(value) = got.value else {
-                panic!("int key")
-            };
+            let got = resolve::resolve(&mut conn, &def, &scope, Some(at)).await.unwrap();
+            let Value::Int(value) = got.value else { panic!("int key") };
             let expected = model(ops, -1, &scope, at, base);
-            prop_assert_eq!(
-                (value, got.source.level),
-                expected,
-                "scope {:?} at {}",
-                scope,
-                at
-            );
+            prop_assert_eq!((value, got.source.level), expected, "scope {:?} at {}", scope, at);
         }
     }
-    let last_seq: i64 = sqlx::query_scalar("select coalesce(max(seq), 0) from policy_values")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    common::eventually("the client applies every row", || async {
-        client.health().last_seq >= last_seq
-    })
-    .await;
+    let last_seq: i64 =
+        sqlx::query_scalar("select coalesce(max(seq), 0) from policy_values").fetch_one(&mut *conn).await.unwrap();
+    common::eventually("the client applies every row", || async { client.health().last_seq >= last_seq }).await;
     for scope in scopes() {
         let now = OffsetDateTime::now_utc();
-        let server = resolve::resolve(&mut conn, &def, &scope, Some(now))
-            .await
-            .unwrap();
+        let server = resolve::resolve(&mut conn, &def, &scope, Some(now)).await.unwrap();
         let local = client.explain(&scope, def.key.as_str()).unwrap().resolution;
         prop_assert_eq!(&local.value, &server.value, "scope {:?}", scope);
         prop_assert_eq!(&local.source, &server.source, "scope {:?}", scope);
@@ -201,15 +140,9 @@ async fn check(
 fn the_store_resolves_random_histories_as_the_reference_model_does() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let pool = rt.block_on(common::fresh_database());
-    let client = rt
-        .block_on(PolicyClient::builder().pool(pool.clone()).connect())
-        .unwrap();
+    let client = rt.block_on(PolicyClient::builder().pool(pool.clone()).connect()).unwrap();
     let cases = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(Config {
-        cases: 24,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = TestRunner::new(Config { cases: 24, failure_persistence: None, ..Config::default() });
     let result = runner.run(&prop::collection::vec(op(), 0..30), |ops| {
         let case = cases.fetch_add(1, Ordering::Relaxed);
         rt.block_on(check(&pool, &client, case, &ops))

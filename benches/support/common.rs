@@ -11,18 +11,9 @@ pub async fn database() -> Option<(String, PgPool)> {
         eprintln!("DATABASE_URL is not set: run this benchmark through `make bench`");
         return None;
     };
-    let pool = store::connect(&url, 4)
-        .await
-        .expect("connect to DATABASE_URL");
+    let pool = store::connect(&url, 4).await.expect("connect to DATABASE_URL");
     store::migrate(&pool).await.expect("migrate");
-    keys::sync(
-        &pool,
-        &Catalog::builtin().expect("catalog"),
-        "bench",
-        "benchmark setup",
-    )
-    .await
-    .expect("seed");
+    keys::sync(&pool, &Catalog::builtin().expect("catalog"), "bench", "benchmark setup").await.expect("seed");
     Some((url, pool))
 }
 

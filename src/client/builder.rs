@@ -101,9 +101,8 @@ impl PolicyClientBuilder {
         let pool = match self.database {
             Some(Database::Pool(pool)) => pool,
             Some(Database::Url(url)) => {
-                let options: PgConnectOptions = url
-                    .parse()
-                    .map_err(|e: sqlx::Error| PolicyError::Start(e.to_string()))?;
+                let options: PgConnectOptions =
+                    url.parse().map_err(|e: sqlx::Error| PolicyError::Start(e.to_string()))?;
                 self.config.pool_for(options)
             }
             Some(Database::Options(options)) => self.config.pool_for(*options),
@@ -113,13 +112,8 @@ impl PolicyClientBuilder {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(tail::run(Arc::clone(&shared), pool, self.config, ready_tx));
         let guard = TaskGuard(Some(task));
-        ready_rx
-            .await
-            .map_err(|_| PolicyError::Start("the background task ended before loading".into()))?;
-        Ok(PolicyClient {
-            shared,
-            _task: Arc::new(guard),
-        })
+        ready_rx.await.map_err(|_| PolicyError::Start("the background task ended before loading".into()))?;
+        Ok(PolicyClient { shared, _task: Arc::new(guard) })
     }
 }
 
@@ -152,13 +146,8 @@ impl FixedBuilder {
         };
         let mut rows = Vec::with_capacity(self.rows.len());
         for (seq, (key, scope, value)) in (1..).zip(self.rows) {
-            let def = catalog
-                .get(&key)
-                .ok_or_else(|| PolicyError::UnknownKey(key.clone()))?;
-            def.check(&value).map_err(|e| PolicyError::InvalidValue {
-                key: key.clone(),
-                reason: e.to_string(),
-            })?;
+            let def = catalog.get(&key).ok_or_else(|| PolicyError::UnknownKey(key.clone()))?;
+            def.check(&value).map_err(|e| PolicyError::InvalidValue { key: key.clone(), reason: e.to_string() })?;
             rows.push(Row {
                 seq,
                 id: Uuid::from_u64_pair(0, seq as u64),
@@ -171,14 +160,9 @@ impl FixedBuilder {
             });
         }
         let shared = Shared::new();
-        shared
-            .replica
-            .replace(catalog.keys, &rows, OffsetDateTime::UNIX_EPOCH);
+        shared.replica.replace(catalog.keys, &rows, OffsetDateTime::UNIX_EPOCH);
         shared.set_origin(Origin::Fixed);
-        Ok(PolicyClient {
-            shared: Arc::new(shared),
-            _task: Arc::new(TaskGuard(None)),
-        })
+        Ok(PolicyClient { shared: Arc::new(shared), _task: Arc::new(TaskGuard(None)) })
     }
 }
 

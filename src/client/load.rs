@@ -21,13 +21,10 @@ use crate::store::{keys, StoreError};
 /// million rows); its cost grows with the history kept.
 pub async fn full(pool: &PgPool) -> Result<(Fresh, i64), StoreError> {
     let mut tx = pool.begin().await?;
-    sqlx::query!("set transaction isolation level repeatable read, read only")
-        .execute(&mut *tx)
+    sqlx::query!("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
+    let last = sqlx::query!(r#"select seq, created_at from policy_values order by seq desc limit 1"#)
+        .fetch_optional(&mut *tx)
         .await?;
-    let last =
-        sqlx::query!(r#"select seq, created_at from policy_values order by seq desc limit 1"#)
-            .fetch_optional(&mut *tx)
-            .await?;
     let (last_seq, horizon) = match last {
         Some(r) => (r.seq, r.created_at),
         None => (0, OffsetDateTime::UNIX_EPOCH),
@@ -43,11 +40,7 @@ pub async fn full(pool: &PgPool) -> Result<(Fresh, i64), StoreError> {
         fresh.add(&Row {
             seq: r.seq,
             id: r.id,
-            kind: if r.value.is_some() {
-                RowKind::Set
-            } else {
-                RowKind::Unset
-            },
+            kind: if r.value.is_some() { RowKind::Set } else { RowKind::Unset },
             key: r.key,
             level: parse_level(&r.level)?,
             scope_id: r.scope_id,
@@ -62,11 +55,7 @@ pub async fn full(pool: &PgPool) -> Result<(Fresh, i64), StoreError> {
 
 /// Rows with seq above `after`, in seq order, at most `limit`, with the
 /// database time of the newest one (the pruning horizon after applying).
-pub async fn after(
-    pool: &PgPool,
-    after: i64,
-    limit: i64,
-) -> Result<(Vec<Row>, Option<OffsetDateTime>), StoreError> {
+pub async fn after(pool: &PgPool, after: i64, limit: i64) -> Result<(Vec<Row>, Option<OffsetDateTime>), StoreError> {
     let records = sqlx::query!(
         "select seq, id, kind, key, level, scope_id, value, effective_at, cancels_seq, created_at
          from policy_values where seq > $1 order by seq limit $2",

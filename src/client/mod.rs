@@ -30,11 +30,7 @@ pub enum PolicyError {
     #[error("unknown policy key {0:?}")]
     UnknownKey(String),
     #[error("policy key {key} holds {actual} values, not {requested}")]
-    TypeMismatch {
-        key: String,
-        requested: ValueType,
-        actual: ValueType,
-    },
+    TypeMismatch { key: String, requested: ValueType, actual: ValueType },
     #[error("policy key {0} is fail-closed and no value is known (no database, no snapshot)")]
     Unavailable(String),
     #[error("invalid value for {key}: {reason}")]
@@ -134,12 +130,7 @@ impl Shared {
     /// Marks the replica stale from `since`, unless it already is.
     fn mark_stale(&self, since: OffsetDateTime) {
         let ns = i64::try_from(since.unix_timestamp_nanos()).unwrap_or(i64::MAX);
-        let _ = self.stale_since_ns.compare_exchange(
-            NOT_STALE,
-            ns,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let _ = self.stale_since_ns.compare_exchange(NOT_STALE, ns, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     fn mark_fresh(&self) {
@@ -216,8 +207,7 @@ pub struct Handle<T> {
 impl<T: PolicyType + Clone> Handle<T> {
     pub fn get(&self, scope: &Scope) -> T {
         let state = self.slot.read();
-        T::from_value(state.resolve(scope, state.now()).value)
-            .unwrap_or_else(|| self.fallback.clone())
+        T::from_value(state.resolve(scope, state.now()).value).unwrap_or_else(|| self.fallback.clone())
     }
 }
 
@@ -232,10 +222,7 @@ pub struct PolicyClient {
 impl PolicyClient {
     /// Connects to the store at `database_url` with the default settings.
     pub async fn connect(database_url: &str) -> Result<PolicyClient, PolicyError> {
-        PolicyClient::builder()
-            .database_url(database_url)
-            .connect()
-            .await
+        PolicyClient::builder().database_url(database_url).connect().await
     }
 
     pub fn builder() -> PolicyClientBuilder {
@@ -250,11 +237,7 @@ impl PolicyClient {
 
     /// Reads a key as `T` for `scope`.
     pub fn get<T: PolicyType>(&self, scope: &Scope, key: &str) -> Result<T, PolicyError> {
-        let slot = self
-            .shared
-            .replica
-            .slot(key)
-            .ok_or_else(|| PolicyError::UnknownKey(key.to_string()))?;
+        let slot = self.shared.replica.slot(key).ok_or_else(|| PolicyError::UnknownKey(key.to_string()))?;
         let state = slot.read();
         self.check_type::<T>(&state)?;
         self.shared.check_available(&state.def)?;
@@ -276,11 +259,7 @@ impl PolicyClient {
 
     /// A typed handle, checked now; reading it later has no error path.
     pub fn key<T: PolicyType + Clone>(&self, key: &str) -> Result<Handle<T>, PolicyError> {
-        let slot = self
-            .shared
-            .replica
-            .slot_arc(key)
-            .ok_or_else(|| PolicyError::UnknownKey(key.to_string()))?;
+        let slot = self.shared.replica.slot_arc(key).ok_or_else(|| PolicyError::UnknownKey(key.to_string()))?;
         let fallback = {
             let state = slot.read();
             self.check_type::<T>(&state)?;
@@ -304,16 +283,10 @@ impl PolicyClient {
 
     /// The answer with every level consulted and where it came from.
     pub fn explain(&self, scope: &Scope, key: &str) -> Result<Explanation, PolicyError> {
-        let slot = self
-            .shared
-            .replica
-            .slot(key)
-            .ok_or_else(|| PolicyError::UnknownKey(key.to_string()))?;
+        let slot = self.shared.replica.slot(key).ok_or_else(|| PolicyError::UnknownKey(key.to_string()))?;
         let state = slot.read();
         self.shared.check_available(&state.def)?;
-        let resolution = resolution(&state.def, scope, state.now(), |level, key| {
-            state.history(level, key)
-        });
+        let resolution = resolution(&state.def, scope, state.now(), |level, key| state.history(level, key));
         Ok(Explanation {
             resolution,
             origin: self.shared.origin(),
@@ -344,10 +317,7 @@ impl PolicyClient {
         if self.shared.replica.slot(key).is_none() {
             return Err(PolicyError::UnknownKey(key.to_string()));
         }
-        Ok(KeyWatch {
-            key: Arc::from(key),
-            events: self.subscribe(),
-        })
+        Ok(KeyWatch { key: Arc::from(key), events: self.subscribe() })
     }
 
     fn check_type<T: PolicyType>(&self, state: &KeyState) -> Result<(), PolicyError> {
@@ -359,11 +329,7 @@ impl PolicyClient {
 }
 
 fn mismatch<T: PolicyType>(def: &KeyDef) -> PolicyError {
-    PolicyError::TypeMismatch {
-        key: def.key.to_string(),
-        requested: T::TYPE,
-        actual: def.value_type,
-    }
+    PolicyError::TypeMismatch { key: def.key.to_string(), requested: T::TYPE, actual: def.value_type }
 }
 
 /// A subscription to one key's changes.

@@ -32,24 +32,13 @@ struct LevelMap(HashTable<Slot>);
 
 impl LevelMap {
     fn get(&self, key: ScopeKey<'_>) -> Option<&Vec<Entry>> {
-        self.0
-            .find(key.hash, |s| s.hash == key.hash && *s.id == *key.id)
-            .map(|s| &s.history)
+        self.0.find(key.hash, |s| s.hash == key.hash && *s.id == *key.id).map(|s| &s.history)
     }
 
     fn get_or_insert(&mut self, id: &str) -> &mut Vec<Entry> {
         let hash = scope_hash(id);
-        let entry = self
-            .0
-            .entry(hash, |s| s.hash == hash && *s.id == *id, |s| s.hash);
-        &mut entry
-            .or_insert_with(|| Slot {
-                hash,
-                id: Box::from(id),
-                history: Vec::new(),
-            })
-            .into_mut()
-            .history
+        let entry = self.0.entry(hash, |s| s.hash == hash && *s.id == *id, |s| s.hash);
+        &mut entry.or_insert_with(|| Slot { hash, id: Box::from(id), history: Vec::new() }).into_mut().history
     }
 
     fn remove_seq(&mut self, id: &str, seq: i64) {
@@ -102,12 +91,7 @@ pub struct KeyState {
 
 impl KeyState {
     pub fn new(def: KeyDef) -> KeyState {
-        KeyState {
-            def,
-            levels: Default::default(),
-            global: Vec::new(),
-            next_change: None,
-        }
+        KeyState { def, levels: Default::default(), global: Vec::new(), next_change: None }
     }
 
     pub fn history(&self, level: Level, key: ScopeKey<'_>) -> Option<&[Entry]> {
@@ -137,14 +121,11 @@ impl KeyState {
     /// that can no longer matter (see `prune`).
     fn insert(&mut self, level: Level, scope_id: &str, entry: Entry, horizon: OffsetDateTime) {
         if entry.effective_at > horizon {
-            let next = self
-                .next_change
-                .map_or(entry.effective_at, |t| t.min(entry.effective_at));
+            let next = self.next_change.map_or(entry.effective_at, |t| t.min(entry.effective_at));
             self.next_change = Some(next);
         }
         let history = self.history_mut(level, scope_id);
-        let at =
-            history.partition_point(|e| (e.effective_at, e.seq) < (entry.effective_at, entry.seq));
+        let at = history.partition_point(|e| (e.effective_at, e.seq) < (entry.effective_at, entry.seq));
         // Histories are short, most a single entry: grow them exactly, or a
         // million scopes would each hold room for four entries.
         history.reserve_exact(1);
@@ -161,11 +142,9 @@ impl KeyState {
 
     /// Every scope's history: (level, scope id, history).
     fn histories(&self) -> impl Iterator<Item = (Level, &str, &Vec<Entry>)> {
-        let scoped = Level::ORDER[..4].iter().flat_map(move |&level| {
-            self.levels[level.index()]
-                .iter()
-                .map(move |(id, h)| (level, id, h))
-        });
+        let scoped = Level::ORDER[..4]
+            .iter()
+            .flat_map(move |&level| self.levels[level.index()].iter().map(move |(id, h)| (level, id, h)));
         scoped.chain(std::iter::once((Level::Global, "", &self.global)))
     }
 
@@ -185,8 +164,7 @@ impl KeyState {
 
     /// Every (level, scope id, entry), for snapshots.
     pub fn entries(&self) -> impl Iterator<Item = (Level, &str, &Entry)> {
-        self.histories()
-            .flat_map(|(level, id, h)| h.iter().map(move |e| (level, id, e)))
+        self.histories().flat_map(|(level, id, h)| h.iter().map(move |e| (level, id, e)))
     }
 }
 
@@ -208,15 +186,11 @@ pub struct KeySlot {
 
 impl KeySlot {
     pub fn read(&self) -> RwLockReadGuard<'_, KeyState> {
-        self.state
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, KeyState> {
-        self.state
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -253,12 +227,7 @@ impl Replica {
             match self.keys.get(&key) {
                 Some(slot) => *slot.write() = state,
                 None => {
-                    self.keys.insert(
-                        key,
-                        Arc::new(KeySlot {
-                            state: RwLock::new(state),
-                        }),
-                    );
+                    self.keys.insert(key, Arc::new(KeySlot { state: RwLock::new(state) }));
                 }
             }
         }
@@ -270,12 +239,7 @@ impl Replica {
             Some(slot) => slot.write().def = def,
             None => {
                 let key = Box::from(def.key.as_str());
-                self.keys.insert(
-                    key,
-                    Arc::new(KeySlot {
-                        state: RwLock::new(KeyState::new(def)),
-                    }),
-                );
+                self.keys.insert(key, Arc::new(KeySlot { state: RwLock::new(KeyState::new(def)) }));
             }
         }
     }
@@ -343,12 +307,7 @@ fn apply_to(state: &mut KeyState, row: &Row, horizon: OffsetDateTime) -> Option<
     match row.kind {
         RowKind::Cancel { cancels_seq } => state.remove(row.level, &row.scope_id, cancels_seq),
         RowKind::Set | RowKind::Unset => {
-            let entry = Entry {
-                seq: row.seq,
-                id: row.id,
-                effective_at: row.effective_at,
-                value: value.clone(),
-            };
+            let entry = Entry { seq: row.seq, id: row.id, effective_at: row.effective_at, value: value.clone() };
             state.insert(row.level, &row.scope_id, entry, horizon);
         }
     }
@@ -365,15 +324,8 @@ pub struct Fresh {
 
 impl Fresh {
     pub fn new(catalog: Vec<KeyDef>, horizon: OffsetDateTime) -> Fresh {
-        let states = catalog
-            .into_iter()
-            .map(|def| (Box::from(def.key.as_str()), KeyState::new(def)))
-            .collect();
-        Fresh {
-            states,
-            horizon,
-            rows: 0,
-        }
+        let states = catalog.into_iter().map(|def| (Box::from(def.key.as_str()), KeyState::new(def))).collect();
+        Fresh { states, horizon, rows: 0 }
     }
 
     /// Adds a row in any order; rows of keys not in the catalog are skipped.

@@ -77,12 +77,7 @@ pub struct Restored {
 
 /// Writes the replica to `path` atomically: a reader sees the old file or
 /// the new one, never a mix.
-pub fn write(
-    path: &Path,
-    replica: &Replica,
-    last_seq: i64,
-    horizon: OffsetDateTime,
-) -> Result<(), SnapshotError> {
+pub fn write(path: &Path, replica: &Replica, last_seq: i64, horizon: OffsetDateTime) -> Result<(), SnapshotError> {
     let mut keys = Vec::new();
     let mut rows = Vec::new();
     replica.for_each_key(|state| {
@@ -109,18 +104,9 @@ pub fn write(
         }));
     });
     rows.sort_by_key(|r| r.seq);
-    let contents = Contents {
-        last_seq,
-        horizon,
-        written_at: OffsetDateTime::now_utc(),
-        keys,
-        rows,
-    };
+    let contents = Contents { last_seq, horizon, written_at: OffsetDateTime::now_utc(), keys, rows };
     let body = serde_json::to_vec(&contents).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-    let header = format!(
-        "{MAGIC} {FORMAT} sha256={}\n",
-        hex::encode(Sha256::digest(&body))
-    );
+    let header = format!("{MAGIC} {FORMAT} sha256={}\n", hex::encode(Sha256::digest(&body)));
 
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
@@ -139,28 +125,21 @@ pub fn write(
 /// Reads and checks a snapshot file.
 pub fn read(path: &Path) -> Result<Restored, SnapshotError> {
     let bytes = std::fs::read(path)?;
-    let newline = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or(SnapshotError::Format)?;
+    let newline = bytes.iter().position(|&b| b == b'\n').ok_or(SnapshotError::Format)?;
     let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| SnapshotError::Format)?;
     let body = &bytes[newline + 1..];
     let expected = format!("{MAGIC} {FORMAT} sha256=");
-    let checksum = header
-        .strip_prefix(&expected)
-        .ok_or(SnapshotError::Format)?;
+    let checksum = header.strip_prefix(&expected).ok_or(SnapshotError::Format)?;
     if checksum != hex::encode(Sha256::digest(body)) {
         return Err(SnapshotError::Checksum);
     }
-    let contents: Contents =
-        serde_json::from_slice(body).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+    let contents: Contents = serde_json::from_slice(body).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
     let invalid = |what: String| SnapshotError::Invalid(what);
     let catalog = contents
         .keys
         .into_iter()
         .map(|k| {
-            let key =
-                PolicyKey::parse(&k.key).ok_or_else(|| invalid(format!("key {:?}", k.key)))?;
+            let key = PolicyKey::parse(&k.key).ok_or_else(|| invalid(format!("key {:?}", k.key)))?;
             let bounds = Bounds::from_parts(k.value_type, k.min, k.max, k.values)
                 .ok_or_else(|| invalid(format!("bounds of {key}")))?;
             let default = crate::domain::Value::from_json(&k.default, k.value_type)
@@ -181,13 +160,8 @@ pub fn read(path: &Path) -> Result<Restored, SnapshotError> {
         .rows
         .into_iter()
         .map(|r| {
-            let level =
-                Level::parse(&r.level).ok_or_else(|| invalid(format!("level {:?}", r.level)))?;
-            let kind = if r.value.is_some() {
-                RowKind::Set
-            } else {
-                RowKind::Unset
-            };
+            let level = Level::parse(&r.level).ok_or_else(|| invalid(format!("level {:?}", r.level)))?;
+            let kind = if r.value.is_some() { RowKind::Set } else { RowKind::Unset };
             Ok(Row {
                 seq: r.seq,
                 id: r.id,

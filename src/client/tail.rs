@@ -55,20 +55,9 @@ struct Tail {
     snapshot_due: Option<Instant>,
 }
 
-pub async fn run(
-    shared: Arc<Shared>,
-    pool: PgPool,
-    config: TailConfig,
-    ready: oneshot::Sender<()>,
-) {
-    let mut tail = Tail {
-        shared,
-        pool,
-        config,
-        loaded: false,
-        horizon: OffsetDateTime::UNIX_EPOCH,
-        snapshot_due: None,
-    };
+pub async fn run(shared: Arc<Shared>, pool: PgPool, config: TailConfig, ready: oneshot::Sender<()>) {
+    let mut tail =
+        Tail { shared, pool, config, loaded: false, horizon: OffsetDateTime::UNIX_EPOCH, snapshot_due: None };
     let mut ready = Some(ready);
     let mut backoff = BACKOFF_FIRST;
     let mut sessions = 0u64;
@@ -84,9 +73,7 @@ pub async fn run(
             Ok(mut listener) => {
                 sessions += 1;
                 if sessions > 1 {
-                    tail.shared
-                        .reconnects
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tail.shared.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(());
@@ -129,9 +116,7 @@ impl Tail {
     /// LISTENs, then loads (fully the first time, else the gap).
     async fn connect(&mut self) -> Result<PgListener, TailError> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener
-            .listen_all(["policy_values", "policy_keys"])
-            .await?;
+        listener.listen_all(["policy_values", "policy_keys"]).await?;
         if self.loaded {
             self.reload_catalog().await?;
             self.catch_up().await?;
@@ -149,9 +134,7 @@ impl Tail {
         let rows = fresh.rows();
         self.horizon = fresh.horizon();
         self.shared.replica.install(fresh);
-        self.shared
-            .last_seq
-            .store(last_seq, std::sync::atomic::Ordering::Relaxed);
+        self.shared.last_seq.store(last_seq, std::sync::atomic::Ordering::Relaxed);
         self.loaded = true;
         let ms = started.elapsed().as_millis() as u64;
         tracing::info!(rows, last_seq, ms, "policy-values: replica loaded");
@@ -163,8 +146,7 @@ impl Tail {
     async fn follow(&mut self, listener: &mut PgListener) -> TailError {
         loop {
             let next_change = self.shared.replica.next_change();
-            let until_change =
-                next_change.map(|t| (t - OffsetDateTime::now_utc()).max(time::Duration::ZERO));
+            let until_change = next_change.map(|t| (t - OffsetDateTime::now_utc()).max(time::Duration::ZERO));
             let step = tokio::select! {
                 received = listener.try_recv() => match received {
                     Ok(Some(n)) if n.channel() == "policy_keys" => self.reload_catalog().await,
@@ -206,9 +188,7 @@ impl Tail {
                         self.shared.replica.apply(row, horizon)
                     }
                 };
-                self.shared
-                    .last_seq
-                    .store(row.seq, std::sync::atomic::Ordering::Relaxed);
+                self.shared.last_seq.store(row.seq, std::sync::atomic::Ordering::Relaxed);
                 if let Some(applied) = applied {
                     let _ = self.shared.events.send(applied);
                 }
@@ -233,16 +213,11 @@ impl Tail {
         if let Some(path) = &self.config.snapshot_path {
             match snapshot::read(path) {
                 Ok(restored) => {
-                    self.shared
-                        .replica
-                        .replace(restored.catalog, &restored.rows, restored.horizon);
-                    self.shared
-                        .last_seq
-                        .store(restored.last_seq, std::sync::atomic::Ordering::Relaxed);
+                    self.shared.replica.replace(restored.catalog, &restored.rows, restored.horizon);
+                    self.shared.last_seq.store(restored.last_seq, std::sync::atomic::Ordering::Relaxed);
                     self.shared.set_origin(Origin::Snapshot);
                     self.shared.stale_since_ns.store(
-                        i64::try_from(restored.written_at.unix_timestamp_nanos())
-                            .unwrap_or(i64::MAX),
+                        i64::try_from(restored.written_at.unix_timestamp_nanos()).unwrap_or(i64::MAX),
                         std::sync::atomic::Ordering::Relaxed,
                     );
                     tracing::warn!(path = %path.display(), last_seq = restored.last_seq, "policy-values: serving the snapshot file");
@@ -263,9 +238,7 @@ impl Tail {
                 }
             },
         };
-        self.shared
-            .replica
-            .replace(catalog.keys, &[], OffsetDateTime::UNIX_EPOCH);
+        self.shared.replica.replace(catalog.keys, &[], OffsetDateTime::UNIX_EPOCH);
         self.shared.set_origin(Origin::Default);
         tracing::warn!("policy-values: serving catalog defaults (no database, no snapshot)");
     }
@@ -283,10 +256,8 @@ impl Tail {
         };
         let shared = Arc::clone(&self.shared);
         let (last_seq, horizon) = (shared.last_seq(), self.horizon);
-        let written = tokio::task::spawn_blocking(move || {
-            snapshot::write(&path, &shared.replica, last_seq, horizon)
-        })
-        .await;
+        let written =
+            tokio::task::spawn_blocking(move || snapshot::write(&path, &shared.replica, last_seq, horizon)).await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

@@ -72,28 +72,22 @@ impl Catalog {
 }
 
 fn invalid(key: &str, problem: impl Into<String>) -> CatalogError {
-    CatalogError::Invalid {
-        key: key.to_string(),
-        problem: problem.into(),
-    }
+    CatalogError::Invalid { key: key.to_string(), problem: problem.into() }
 }
 
 impl RawKey {
     fn validate(self) -> Result<KeyDef, CatalogError> {
         let name = self.key.as_str();
-        let key = PolicyKey::parse(name)
-            .ok_or_else(|| invalid(name, "is not a dotted lowercase key name"))?;
-        let bounds = Bounds::from_parts(self.value_type, self.min, self.max, self.enum_values)
-            .ok_or_else(|| {
-                let need = match self.value_type {
-                    ValueType::Int => "an int key needs min <= max and no enum",
-                    ValueType::String => "a string key needs a non-empty enum and no min/max",
-                    ValueType::Bool => "a bool key takes no min, max or enum",
-                };
-                invalid(name, need)
-            })?;
-        let default = Value::from_json(&self.default, self.value_type)
-            .map_err(|e| invalid(name, e.to_string()))?;
+        let key = PolicyKey::parse(name).ok_or_else(|| invalid(name, "is not a dotted lowercase key name"))?;
+        let bounds = Bounds::from_parts(self.value_type, self.min, self.max, self.enum_values).ok_or_else(|| {
+            let need = match self.value_type {
+                ValueType::Int => "an int key needs min <= max and no enum",
+                ValueType::String => "a string key needs a non-empty enum and no min/max",
+                ValueType::Bool => "a bool key takes no min, max or enum",
+            };
+            invalid(name, need)
+        })?;
+        let default = Value::from_json(&self.default, self.value_type).map_err(|e| invalid(name, e.to_string()))?;
         let def = KeyDef {
             key,
             value_type: self.value_type,
@@ -103,8 +97,7 @@ impl RawKey {
             unit: self.unit,
             fail_closed: self.fail_closed,
         };
-        def.check(&def.default)
-            .map_err(|e| invalid(name, format!("default: {e}")))?;
+        def.check(&def.default).map_err(|e| invalid(name, format!("default: {e}")))?;
         Ok(def)
     }
 }
@@ -119,22 +112,10 @@ mod tests {
         assert_eq!(catalog.keys.len(), 16);
         let default = |k: &str| catalog.get(k).unwrap().default.clone();
         assert_eq!(default("allocation.refund_window_days"), Value::Int(30));
-        assert_eq!(
-            default("allocation.max_concurrent_per_user"),
-            Value::Int(50)
-        );
-        assert_eq!(
-            default("terminal.session_max_ttl_seconds"),
-            Value::Int(14_400)
-        );
-        assert_eq!(
-            default("allocation.isolation_model"),
-            Value::String("user-revoke".into())
-        );
-        assert_eq!(
-            default("notification.low_balance_enabled"),
-            Value::Bool(true)
-        );
+        assert_eq!(default("allocation.max_concurrent_per_user"), Value::Int(50));
+        assert_eq!(default("terminal.session_max_ttl_seconds"), Value::Int(14_400));
+        assert_eq!(default("allocation.isolation_model"), Value::String("user-revoke".into()));
+        assert_eq!(default("notification.low_balance_enabled"), Value::Bool(true));
         assert_eq!(default("maas.enabled"), Value::Bool(false));
     }
 
@@ -156,18 +137,13 @@ mod tests {
     #[test]
     fn an_unbounded_int_key_is_refused() {
         let text = "[[key]]\nkey = \"a.b\"\ntype = \"int\"\ndefault = 1\ndescription = \"x\"\n";
-        assert!(Catalog::parse(text)
-            .unwrap_err()
-            .to_string()
-            .contains("min <= max"));
+        assert!(Catalog::parse(text).unwrap_err().to_string().contains("min <= max"));
     }
 
     #[test]
     fn a_key_defined_twice_is_refused() {
         let one = "[[key]]\nkey = \"a.b\"\ntype = \"bool\"\ndefault = true\ndescription = \"x\"\n";
-        let err = Catalog::parse(&format!("{one}{one}"))
-            .unwrap_err()
-            .to_string();
+        let err = Catalog::parse(&format!("{one}{one}")).unwrap_err().to_string();
         assert!(err.contains("twice"), "{err}");
     }
 }

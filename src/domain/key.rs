@@ -15,11 +15,9 @@ impl PolicyKey {
     pub fn parse(raw: &str) -> Option<PolicyKey> {
         let segment_ok = |s: &str| {
             let mut chars = s.chars();
-            matches!(chars.next(), Some('a'..='z'))
-                && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+            matches!(chars.next(), Some('a'..='z')) && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
         };
-        let valid =
-            raw.len() <= 128 && raw.split('.').count() >= 2 && raw.split('.').all(segment_ok);
+        let valid = raw.len() <= 128 && raw.split('.').count() >= 2 && raw.split('.').all(segment_ok);
         valid.then(|| PolicyKey(raw.to_string()))
     }
 
@@ -93,12 +91,8 @@ impl Bounds {
         values: Option<Vec<String>>,
     ) -> Option<Bounds> {
         match (value_type, min, max, values) {
-            (ValueType::Int, Some(min), Some(max), None) if min <= max => {
-                Some(Bounds::Int { min, max })
-            }
-            (ValueType::String, None, None, Some(values)) if !values.is_empty() => {
-                Some(Bounds::Enum { values })
-            }
+            (ValueType::Int, Some(min), Some(max), None) if min <= max => Some(Bounds::Int { min, max }),
+            (ValueType::String, None, None, Some(values)) if !values.is_empty() => Some(Bounds::Enum { values }),
             (ValueType::Bool, None, None, None) => Some(Bounds::Bool {}),
             _ => None,
         }
@@ -165,16 +159,10 @@ impl KeyDef {
     /// Checks a typed value against this key's type and bounds.
     pub fn check(&self, value: &Value) -> Result<(), ValueError> {
         if value.value_type() != self.value_type {
-            return Err(ValueError::TypeMismatch {
-                expected: self.value_type,
-                got: value.value_type().to_string(),
-            });
+            return Err(ValueError::TypeMismatch { expected: self.value_type, got: value.value_type().to_string() });
         }
         if !self.bounds.contains(value) {
-            return Err(ValueError::OutOfBounds {
-                value: value.to_string(),
-                bounds: self.bounds.to_string(),
-            });
+            return Err(ValueError::OutOfBounds { value: value.to_string(), bounds: self.bounds.to_string() });
         }
         Ok(())
     }
@@ -188,18 +176,7 @@ mod tests {
     fn key_names_are_dotted_lowercase_segments() {
         assert!(PolicyKey::parse("allocation.max_concurrent_per_user").is_some());
         assert!(PolicyKey::parse("a.b.c2").is_some());
-        for bad in [
-            "",
-            "nodot",
-            "Upper.case",
-            "a..b",
-            ".a.b",
-            "a.b.",
-            "a.1b",
-            "a.b-c",
-            "a.b c",
-            "a.b;drop",
-        ] {
+        for bad in ["", "nodot", "Upper.case", "a..b", ".a.b", "a.b.", "a.1b", "a.b-c", "a.b c", "a.b;drop"] {
             assert!(PolicyKey::parse(bad).is_none(), "{bad:?} should be refused");
         }
         assert!(PolicyKey::parse(&format!("a.{}", "b".repeat(127))).is_none());
@@ -217,9 +194,7 @@ mod tests {
 
     #[test]
     fn enum_bounds_accept_only_listed_strings() {
-        let b = Bounds::Enum {
-            values: vec!["user-revoke".into(), "full-reimage".into()],
-        };
+        let b = Bounds::Enum { values: vec!["user-revoke".into(), "full-reimage".into()] };
         assert!(b.contains(&Value::String("full-reimage".into())));
         assert!(!b.contains(&Value::String("FULL-REIMAGE".into())));
     }

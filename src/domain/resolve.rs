@@ -49,12 +49,7 @@ pub struct Resolved<'a> {
 /// Resolves `def` for `scope` at `at` (see `entry_at` for `None`).
 /// `history(level, scope_id)` gives the sorted history stored at that level
 /// for that id, if any.
-pub fn resolve<'a, H>(
-    def: &'a KeyDef,
-    scope: &Scope,
-    at: Option<OffsetDateTime>,
-    history: H,
-) -> Resolved<'a>
+pub fn resolve<'a, H>(def: &'a KeyDef, scope: &Scope, at: Option<OffsetDateTime>, history: H) -> Resolved<'a>
 where
     H: Fn(Level, ScopeKey<'_>) -> Option<&'a [Entry]>,
 {
@@ -63,22 +58,11 @@ where
             continue;
         };
         let entry = history(level, key).and_then(|h| entry_at(h, at));
-        if let Some(
-            entry @ Entry {
-                value: Some(value), ..
-            },
-        ) = entry
-        {
-            return Resolved {
-                value,
-                winner: Winner::Row { level, entry },
-            };
+        if let Some(entry @ Entry { value: Some(value), .. }) = entry {
+            return Resolved { value, winner: Winner::Row { level, entry } };
         }
     }
-    Resolved {
-        value: &def.default,
-        winner: Winner::Default,
-    }
+    Resolved { value: &def.default, winner: Winner::Default }
 }
 
 /// What one level held when a key was resolved.
@@ -111,12 +95,7 @@ pub struct LevelReport {
 
 /// Every level consulted, in order, with what it held; the last entry is the
 /// catalog default. Exactly one entry has `won: true`, the one `resolve` picks.
-pub fn explain<'a, H>(
-    def: &'a KeyDef,
-    scope: &Scope,
-    at: Option<OffsetDateTime>,
-    history: H,
-) -> Vec<LevelReport>
+pub fn explain<'a, H>(def: &'a KeyDef, scope: &Scope, at: Option<OffsetDateTime>, history: H) -> Vec<LevelReport>
 where
     H: Fn(Level, ScopeKey<'_>) -> Option<&'a [Entry]>,
 {
@@ -124,13 +103,7 @@ where
     let mut decided = false;
     for level in Level::ORDER {
         let Some(key) = scope.key(level) else {
-            reports.push(report(
-                level.as_str(),
-                None,
-                LevelState::NotProvided,
-                None,
-                false,
-            ));
+            reports.push(report(level.as_str(), None, LevelState::NotProvided, None, false));
             continue;
         };
         let entry = history(level, key).and_then(|h| entry_at(h, at));
@@ -141,13 +114,7 @@ where
         };
         let won = state == LevelState::Set && !decided;
         decided |= won;
-        reports.push(report(
-            level.as_str(),
-            Some(key.id.to_string()),
-            state,
-            entry,
-            won,
-        ));
+        reports.push(report(level.as_str(), Some(key.id.to_string()), state, entry, won));
     }
     let mut default = report("default", None, LevelState::Default, None, !decided);
     default.value = Some(def.default.clone());
@@ -196,12 +163,7 @@ pub struct Resolution {
 }
 
 /// `resolve` and `explain` together, owned.
-pub fn resolution<'a, H>(
-    def: &'a KeyDef,
-    scope: &Scope,
-    at: Option<OffsetDateTime>,
-    history: H,
-) -> Resolution
+pub fn resolution<'a, H>(def: &'a KeyDef, scope: &Scope, at: Option<OffsetDateTime>, history: H) -> Resolution
 where
     H: Fn(Level, ScopeKey<'_>) -> Option<&'a [Entry]> + Copy,
 {
@@ -213,12 +175,7 @@ where
             value_id: Some(entry.id),
             effective_at: Some(entry.effective_at),
         },
-        Winner::Default => Source {
-            level: "default",
-            scope_id: None,
-            value_id: None,
-            effective_at: None,
-        },
+        Winner::Default => Source { level: "default", scope_id: None, value_id: None, effective_at: None },
     };
     Resolution {
         key: def.key.to_string(),
@@ -248,38 +205,23 @@ mod tests {
     }
 
     fn entry(seq: i64, at: OffsetDateTime, value: Option<i64>) -> Entry {
-        Entry {
-            seq,
-            id: Uuid::from_u64_pair(0, seq as u64),
-            effective_at: at,
-            value: value.map(Value::Int),
-        }
+        Entry { seq, id: Uuid::from_u64_pair(0, seq as u64), effective_at: at, value: value.map(Value::Int) }
     }
 
     #[test]
     fn the_latest_effective_entry_wins_and_ties_go_to_the_latest_seq() {
         let t = datetime!(2026-06-01 0:00 UTC);
-        let history = [
-            entry(1, t, Some(1)),
-            entry(2, t, Some(2)),
-            entry(3, t + time::Duration::DAY, Some(3)),
-        ];
+        let history = [entry(1, t, Some(1)), entry(2, t, Some(2)), entry(3, t + time::Duration::DAY, Some(3))];
         assert_eq!(entry_at(&history, Some(t - time::Duration::SECOND)), None);
         assert_eq!(entry_at(&history, Some(t)).map(|e| e.seq), Some(2));
-        assert_eq!(
-            entry_at(&history, Some(t + time::Duration::DAY)).map(|e| e.seq),
-            Some(3)
-        );
+        assert_eq!(entry_at(&history, Some(t + time::Duration::DAY)).map(|e| e.seq), Some(3));
     }
 
     #[test]
     fn the_most_specific_set_level_wins_and_a_tombstone_falls_through() {
         let t = datetime!(2026-06-01 0:00 UTC);
         let org = [entry(1, t, Some(45))];
-        let user = [
-            entry(2, t, Some(7)),
-            entry(3, t + time::Duration::HOUR, None),
-        ];
+        let user = [entry(2, t, Some(7)), entry(3, t + time::Duration::HOUR, None)];
         let def = def();
         let lookup = |level: Level, key: ScopeKey<'_>| match (level, key.id) {
             (Level::Org, "acme") => Some(&org[..]),
@@ -290,24 +232,12 @@ mod tests {
         assert_eq!(resolve(&def, &scope, Some(t), lookup).value, &Value::Int(7));
         let later = resolve(&def, &scope, Some(t + time::Duration::HOUR), lookup);
         assert_eq!(later.value, &Value::Int(45));
-        assert!(matches!(
-            later.winner,
-            Winner::Row {
-                level: Level::Org,
-                ..
-            }
-        ));
+        assert!(matches!(later.winner, Winner::Row { level: Level::Org, .. }));
         let before = resolve(&def, &scope, Some(t - time::Duration::HOUR), lookup);
-        assert_eq!(
-            (before.value, before.winner),
-            (&Value::Int(30), Winner::Default)
-        );
+        assert_eq!((before.value, before.winner), (&Value::Int(30), Winner::Default));
 
         let explained = explain(&def, &scope, Some(t + time::Duration::HOUR), lookup);
-        let states: Vec<_> = explained
-            .iter()
-            .map(|r| (r.level, r.state, r.won))
-            .collect();
+        let states: Vec<_> = explained.iter().map(|r| (r.level, r.state, r.won)).collect();
         assert_eq!(
             states,
             [

@@ -15,13 +15,7 @@ pub enum Level {
 
 impl Level {
     /// Resolution order: most specific wins.
-    pub const ORDER: [Level; 5] = [
-        Level::User,
-        Level::Project,
-        Level::Org,
-        Level::Plan,
-        Level::Global,
-    ];
+    pub const ORDER: [Level; 5] = [Level::User, Level::Project, Level::Org, Level::Plan, Level::Global];
 
     /// Position in `ORDER`, for arrays indexed by level.
     pub fn index(self) -> usize {
@@ -169,10 +163,7 @@ impl Scope {
     pub fn key(&self, level: Level) -> Option<ScopeKey<'_>> {
         match level {
             Level::Global => Some(ScopeKey { id: "", hash: 0 }),
-            _ => self.ids[level.index()].as_ref().map(|s| ScopeKey {
-                id: &s.id,
-                hash: s.hash,
-            }),
+            _ => self.ids[level.index()].as_ref().map(|s| ScopeKey { id: &s.id, hash: s.hash }),
         }
     }
 }
@@ -180,10 +171,8 @@ impl Scope {
 impl Serialize for Scope {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let present: Vec<(&str, &str)> = Level::ORDER
-            .into_iter()
-            .filter_map(|l| Some((l.field()?, self.id(l)?)))
-            .collect();
+        let present: Vec<(&str, &str)> =
+            Level::ORDER.into_iter().filter_map(|l| Some((l.field()?, self.id(l)?))).collect();
         let mut map = serializer.serialize_map(Some(present.len()))?;
         for (field, id) in present {
             map.serialize_entry(field, id)?;
@@ -201,10 +190,7 @@ pub struct WriteScope {
 
 impl WriteScope {
     pub fn global() -> WriteScope {
-        WriteScope {
-            level: Level::Global,
-            id: String::new(),
-        }
+        WriteScope { level: Level::Global, id: String::new() }
     }
 
     pub fn at(level: Level, id: &str) -> Result<WriteScope, ScopeError> {
@@ -212,10 +198,7 @@ impl WriteScope {
             None if id.is_empty() => Ok(WriteScope::global()),
             None => Err(ScopeError::NotOneLevel),
             Some(field) if !valid_scope_id(id) => Err(ScopeError::InvalidId(field)),
-            Some(_) => Ok(WriteScope {
-                level,
-                id: id.to_string(),
-            }),
+            Some(_) => Ok(WriteScope { level, id: id.to_string() }),
         }
     }
 
@@ -226,17 +209,14 @@ impl WriteScope {
         let Some((field, id)) = entries.next() else {
             return Ok(WriteScope::global());
         };
-        let level =
-            Level::from_field(field).ok_or_else(|| ScopeError::UnknownField(field.clone()))?;
+        let level = Level::from_field(field).ok_or_else(|| ScopeError::UnknownField(field.clone()))?;
         if let Some((other, _)) = entries.next() {
             return Err(match Level::from_field(other) {
                 Some(_) => ScopeError::NotOneLevel,
                 None => ScopeError::UnknownField(other.clone()),
             });
         }
-        let id = id
-            .as_str()
-            .ok_or(ScopeError::InvalidId(level.field().unwrap_or("scope")))?;
+        let id = id.as_str().ok_or(ScopeError::InvalidId(level.field().unwrap_or("scope")))?;
         WriteScope::at(level, id)
     }
 
@@ -252,10 +232,7 @@ impl WriteScope {
     pub fn to_json(&self) -> serde_json::Value {
         let mut map = serde_json::Map::new();
         if let Some(field) = self.level.field() {
-            map.insert(
-                field.to_string(),
-                serde_json::Value::String(self.id.clone()),
-            );
+            map.insert(field.to_string(), serde_json::Value::String(self.id.clone()));
         }
         serde_json::Value::Object(map)
     }
@@ -277,39 +254,18 @@ mod tests {
         assert_eq!(WriteScope::from_json(&json!({})), Ok(WriteScope::global()));
         let org = WriteScope::from_json(&json!({"org_id": "acme"})).unwrap();
         assert_eq!((org.level(), org.id()), (Level::Org, "acme"));
-        assert_eq!(
-            WriteScope::from_json(&json!({"org_id": "a", "user_id": "b"})),
-            Err(ScopeError::NotOneLevel)
-        );
-        assert_eq!(
-            WriteScope::from_json(&json!({"team_id": "a"})),
-            Err(ScopeError::UnknownField("team_id".into()))
-        );
-        assert_eq!(
-            WriteScope::from_json(&json!({"org_id": ""})),
-            Err(ScopeError::InvalidId("org_id"))
-        );
-        assert_eq!(
-            WriteScope::from_json(&json!({"org_id": 7})),
-            Err(ScopeError::InvalidId("org_id"))
-        );
-        assert_eq!(
-            WriteScope::from_json(&json!({"org_id": "a\nb"})),
-            Err(ScopeError::InvalidId("org_id"))
-        );
-        assert_eq!(
-            WriteScope::from_json(&json!(["org_id"])),
-            Err(ScopeError::NotAnObject)
-        );
+        assert_eq!(WriteScope::from_json(&json!({"org_id": "a", "user_id": "b"})), Err(ScopeError::NotOneLevel));
+        assert_eq!(WriteScope::from_json(&json!({"team_id": "a"})), Err(ScopeError::UnknownField("team_id".into())));
+        assert_eq!(WriteScope::from_json(&json!({"org_id": ""})), Err(ScopeError::InvalidId("org_id")));
+        assert_eq!(WriteScope::from_json(&json!({"org_id": 7})), Err(ScopeError::InvalidId("org_id")));
+        assert_eq!(WriteScope::from_json(&json!({"org_id": "a\nb"})), Err(ScopeError::InvalidId("org_id")));
+        assert_eq!(WriteScope::from_json(&json!(["org_id"])), Err(ScopeError::NotAnObject));
     }
 
     #[test]
     fn a_read_scope_serializes_only_what_the_caller_gave() {
         let scope = Scope::new().user("u1").plan("pro");
-        assert_eq!(
-            serde_json::to_value(&scope).unwrap(),
-            json!({"user_id": "u1", "plan": "pro"})
-        );
+        assert_eq!(serde_json::to_value(&scope).unwrap(), json!({"user_id": "u1", "plan": "pro"}));
         assert_eq!(scope.id(Level::Global), Some(""));
         assert_eq!(scope.id(Level::Org), None);
     }

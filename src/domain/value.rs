@@ -32,15 +32,10 @@ impl Value {
         let parsed = match (value_type, json) {
             (ValueType::Int, serde_json::Value::Number(n)) => n.as_i64().map(Value::Int),
             (ValueType::Bool, serde_json::Value::Bool(b)) => Some(Value::Bool(*b)),
-            (ValueType::String, serde_json::Value::String(s)) => {
-                Some(Value::String(Arc::from(s.as_str())))
-            }
+            (ValueType::String, serde_json::Value::String(s)) => Some(Value::String(Arc::from(s.as_str()))),
             _ => None,
         };
-        parsed.ok_or_else(|| ValueError::TypeMismatch {
-            expected: value_type,
-            got: json_kind(json).to_string(),
-        })
+        parsed.ok_or_else(|| ValueError::TypeMismatch { expected: value_type, got: json_kind(json).to_string() })
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -100,10 +95,7 @@ mod tests {
 
     #[test]
     fn an_int_key_accepts_whole_numbers_and_refuses_floats_strings_and_huge_numbers() {
-        assert_eq!(
-            Value::from_json(&json!(45), ValueType::Int),
-            Ok(Value::Int(45))
-        );
+        assert_eq!(Value::from_json(&json!(45), ValueType::Int), Ok(Value::Int(45)));
         assert!(Value::from_json(&json!(45.0), ValueType::Int).is_err());
         assert!(Value::from_json(&json!("45"), ValueType::Int).is_err());
         assert!(Value::from_json(&json!(u64::MAX), ValueType::Int).is_err());
@@ -112,23 +104,12 @@ mod tests {
     #[test]
     fn a_type_mismatch_names_what_was_expected_and_what_came() {
         let err = Value::from_json(&json!("yes"), ValueType::Bool).unwrap_err();
-        assert_eq!(
-            err,
-            ValueError::TypeMismatch {
-                expected: ValueType::Bool,
-                got: "string".into()
-            }
-        );
+        assert_eq!(err, ValueError::TypeMismatch { expected: ValueType::Bool, got: "string".into() });
     }
 
     #[test]
     fn values_serialize_as_plain_json_scalars() {
-        let json = serde_json::to_string(&[
-            Value::Int(-3),
-            Value::Bool(true),
-            Value::String("a\"b".into()),
-        ])
-        .unwrap();
+        let json = serde_json::to_string(&[Value::Int(-3), Value::Bool(true), Value::String("a\"b".into())]).unwrap();
         assert_eq!(json, r#"[-3,true,"a\"b"]"#);
     }
 }

@@ -1,5 +1,5 @@
 //! Admin endpoints: write a value (or remove an override), cancel a
-//! scheduled change, list a key's overrides, read recent audit records.
+//! scheduled change, list a key's overrides.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -13,7 +13,6 @@ use super::extract::{parse_time, present, JsonBody, QueryParams};
 use super::read::key_def;
 use super::AppState;
 use crate::domain::{KeyDef, Value, WriteScope};
-use crate::store::audit;
 use crate::store::tokens::Principal;
 use crate::store::values::{self, Actor, Change, Written};
 
@@ -35,17 +34,20 @@ pub struct WriteBody {
 pub const REASON_MAX: usize = 1000;
 
 fn missing(field: &str) -> ApiError {
-    ApiError::unprocessable("missing_field", format!("{field} is required"))
-        .with_details(json!({ "field": field }))
+    ApiError::unprocessable("missing_field", format!("{field} is required")).with_details(json!({ "field": field }))
 }
 
 /// A reason: required, not blank, at most 1,000 characters.
 pub fn parse_reason(reason: Option<&str>) -> Result<String, ApiError> {
     let reason = reason.map(str::trim).unwrap_or_default();
-    if reason.is_empty() || reason.chars().count() > REASON_MAX {
+    let control = reason.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'));
+    if reason.is_empty() || reason.chars().count() > REASON_MAX || control {
         return Err(ApiError::unprocessable(
             "invalid_reason",
-            format!("reason is required: a non-empty text of at most {REASON_MAX} characters"),
+            format!(
+                "reason is required: a non-empty text of at most {REASON_MAX} characters, \
+                 without control characters other than line breaks and tabs"
+            ),
         ));
     }
     Ok(reason.to_string())
@@ -63,29 +65,15 @@ impl WriteBody {
         .map_err(ApiError::bad_scope)?;
         let value = match self.value.ok_or_else(|| missing("value"))? {
             serde_json::Value::Null => None,
-            json => Some(
-                def.parse_value(&json)
-                    .map_err(|e| ApiError::bad_value("value", e))?,
-            ),
+            json => Some(def.parse_value(&json).map_err(|e| ApiError::bad_value("value", e))?),
         };
         let old_value = match self.old_value {
             None | Some(serde_json::Value::Null) => return Err(missing("old_value")),
-            Some(json) => Value::from_json(&json, def.value_type)
-                .map_err(|e| ApiError::bad_value("old_value", e))?,
+            Some(json) => Value::from_json(&json, def.value_type).map_err(|e| ApiError::bad_value("old_value", e))?,
         };
-        let effective_at = self
-            .effective_at
-            .as_deref()
-            .map(|t| parse_time("effective_at", t))
-            .transpose()?;
+        let effective_at = self.effective_at.as_deref().map(|t| parse_time("effective_at", t)).transpose()?;
         let reason = parse_reason(self.reason.as_deref())?;
-        Ok(Change {
-            scope,
-            value,
-            effective_at,
-            reason,
-            old_value,
-        })
+        Ok(Change { scope, value, effective_at, reason, old_value })
     }
 }
 
@@ -104,13 +92,11 @@ pub async fn write(
     headers: HeaderMap,
     JsonBody(body): JsonBody<WriteBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    state.writes.take(principal.token_id).map_err(ApiError::rate_limited)?;
     let def = key_def(&state, body.key.as_deref()).await?;
     tracing::Span::current().record("key", def.key.as_str());
     let change = body.into_change(&def)?;
-    let actor = Actor {
-        principal: &principal.name,
-        request_id: request_id(&headers),
-    };
+    let actor = Actor { principal: &principal.name, request_id: request_id(&headers) };
     let written = values::write(&state.pool, &def, &change, actor).await?;
     Ok((StatusCode::CREATED, Json(written_json(written))))
 }
@@ -129,12 +115,10 @@ pub async fn cancel(
     headers: HeaderMap,
     JsonBody(body): JsonBody<CancelBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    state.writes.take(principal.token_id).map_err(ApiError::rate_limited)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no such value row"))?;
     let reason = parse_reason(body.reason.as_deref())?;
-    let actor = Actor {
-        principal: &principal.name,
-        request_id: request_id(&headers),
-    };
+    let actor = Actor { principal: &principal.name, request_id: request_id(&headers) };
     let written = values::cancel(&state.pool, id, &reason, actor).await?;
     Ok(Json(written_json(written)))
 }
@@ -151,30 +135,5 @@ pub async fn overrides(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let def = key_def(&state, params.key.as_deref()).await?;
     let overrides = values::overrides(&state.pool, def.key.as_str()).await?;
-    Ok(Json(
-        json!({ "key": def.key, "default": def.default, "overrides": overrides }),
-    ))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditParams {
-    policy_key: Option<String>,
-    limit: Option<i64>,
-}
-
-/// The newest audit records first (filters and pagination: see docs/api.md).
-pub async fn audit_logs(
-    State(state): State<AppState>,
-    QueryParams(params): QueryParams<AuditParams>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::unprocessable(
-            "invalid_query",
-            "limit must be between 1 and 1000",
-        ));
-    }
-    let items = audit::recent(&state.pool, params.policy_key.as_deref(), limit).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(json!({ "key": def.key, "default": def.default, "overrides": overrides })))
 }

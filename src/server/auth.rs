@@ -5,7 +5,7 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::AppState;
@@ -27,10 +27,7 @@ pub fn generate_token() -> Result<String, getrandom::Error> {
 fn bearer(req: &Request) -> Option<&str> {
     let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// Refuses a request without a valid token (401) or whose token's role does
@@ -49,24 +46,18 @@ pub async fn require(
     };
     let principal = tokens::authenticate(&state.pool, token)
         .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "unknown, revoked or expired token",
-            )
-        })?;
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown, revoked or expired token"))?;
+    // The principal rides on the response too, so the audit of refused
+    // attempts can name who was refused.
     if !principal.role.allows(needed) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "this endpoint needs the {} role; the token has {}",
-                needed.as_str(),
-                principal.role.as_str()
-            ),
-        ));
+        let message =
+            format!("this endpoint needs the {} role; the token has {}", needed.as_str(), principal.role.as_str());
+        let mut response = ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response();
+        response.extensions_mut().insert(principal);
+        return Ok(response);
     }
-    req.extensions_mut().insert(principal);
-    Ok(next.run(req).await)
+    req.extensions_mut().insert(principal.clone());
+    let mut response = next.run(req).await;
+    response.extensions_mut().insert(principal);
+    Ok(response)
 }

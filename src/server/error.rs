@@ -15,16 +15,18 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: serde_json::Value,
+    /// Seconds, for a `Retry-After` header (429).
+    pub retry_after: Option<u64>,
 }
+
+/// The code of an error response, kept in its extensions so middleware
+/// (the audit of refused attempts) can read it without parsing the body.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            details: json!({}),
-        }
+        ApiError { status, code, message: message.into(), details: json!({}), retry_after: None }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
@@ -51,20 +53,33 @@ impl ApiError {
             ValueError::TypeMismatch { .. } => "type_mismatch",
             ValueError::OutOfBounds { .. } => "out_of_bounds",
         };
-        ApiError::unprocessable(code, format!("{field}: {err}"))
-            .with_details(json!({ "field": field }))
+        ApiError::unprocessable(code, format!("{field}: {err}")).with_details(json!({ "field": field }))
     }
 
     pub fn bad_scope(err: ScopeError) -> ApiError {
         ApiError::unprocessable("invalid_scope", err.to_string())
     }
 
-    fn internal() -> ApiError {
+    pub fn too_large() -> ApiError {
         ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the server log",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body exceeds {} bytes", super::extract::BODY_LIMIT),
         )
+    }
+
+    pub fn rate_limited(retry_after: u64) -> ApiError {
+        let mut err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many admin writes with this token; retry in {retry_after} s"),
+        );
+        err.retry_after = Some(retry_after);
+        err
+    }
+
+    pub fn internal() -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
     }
 }
 
@@ -78,16 +93,15 @@ impl From<StoreError> for ApiError {
                 format!("old_value does not match what the write replaces; the current value is {current}"),
             )
             .with_details(json!({ "current_value": current })),
-            StoreError::EffectiveAtInPast { now } => ApiError::unprocessable(
-                "effective_at_in_past",
-                "effective_at lies more than 60 seconds in the past",
-            )
-            .with_details(json!({ "database_time": now.format(&time::format_description::well_known::Rfc3339).ok() })),
-            StoreError::NotOverridden => ApiError::new(
-                StatusCode::CONFLICT,
-                "not_overridden",
-                "nothing is stored at this scope to remove",
-            ),
+            StoreError::EffectiveAtInPast { now } => {
+                ApiError::unprocessable("effective_at_in_past", "effective_at lies more than 60 seconds in the past")
+                    .with_details(
+                        json!({ "database_time": now.format(&time::format_description::well_known::Rfc3339).ok() }),
+                    )
+            }
+            StoreError::NotOverridden => {
+                ApiError::new(StatusCode::CONFLICT, "not_overridden", "nothing is stored at this scope to remove")
+            }
             StoreError::NotFound => ApiError::not_found("no such value row"),
             StoreError::NotScheduled => ApiError::new(
                 StatusCode::CONFLICT,
@@ -113,13 +127,14 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            Json(json!({ "code": self.code, "message": self.message, "details": self.details }));
+        let body = Json(json!({ "code": self.code, "message": self.message, "details": self.details }));
         let mut response = (self.status, body).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
+        if let Some(seconds) = self.retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

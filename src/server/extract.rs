@@ -40,29 +40,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the body exceeds {BODY_LIMIT} bytes"),
-                )
+                ApiError::too_large()
             } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    rejection.body_text(),
-                )
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", rejection.body_text())
             }
         })?;
-        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("malformed JSON: {e}"),
-            )
-        })?;
-        let value = serde_json::from_value(json).map_err(|e| {
-            ApiError::unprocessable("invalid_request", format!("invalid request body: {e}"))
-        })?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("malformed JSON: {e}")))?;
+        let value = serde_json::from_value(json)
+            .map_err(|e| ApiError::unprocessable("invalid_request", format!("invalid request body: {e}")))?;
         Ok(JsonBody(value))
     }
 }
@@ -83,9 +69,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 
 /// Deserializes a field that may be `null` so that `null` is `Some(Null)`
 /// and only an absent field is `None` (with `#[serde(default)]`).
-pub fn present<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<serde_json::Value>, D::Error> {
+pub fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
     <serde_json::Value as serde::Deserialize>::deserialize(d).map(Some)
 }
 

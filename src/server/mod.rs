@@ -1,11 +1,14 @@
 //! The HTTP server: the router, its state and its life cycle.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod read;
+pub mod refusals;
 
 use std::future::Future;
 
@@ -25,17 +28,40 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    pub writes: std::sync::Arc<limits::WriteLimiter>,
+    pub refusals: std::sync::Arc<limits::RefusalLimiter>,
+}
+
+/// Server settings beyond the database and address.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerConfig {
+    pub write_rate: limits::WriteRate,
+    /// Longest a request may take before it is answered 503 `timeout`.
+    pub request_timeout: std::time::Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig { write_rate: limits::WriteRate::default(), request_timeout: std::time::Duration::from_secs(30) }
+    }
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, config: &ServerConfig) -> AppState {
+        AppState {
+            pool,
+            writes: std::sync::Arc::new(limits::WriteLimiter::new(config.write_rate)),
+            refusals: std::sync::Arc::default(),
+        }
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, config: &ServerConfig) -> Router {
     let guarded = |routes: Router<AppState>, role: Role| {
-        routes.route_layer(middleware::from_fn_with_state(
-            (state.clone(), role),
-            auth::require,
-        ))
+        routes.route_layer(middleware::from_fn_with_state((state.clone(), role), auth::require))
     };
     let reader = Router::new()
         .route("/api/v1/policy-keys", get(read::keys))
@@ -43,41 +69,50 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/policy-values/snapshot", get(read::snapshot));
     let auditor = Router::new()
         .route("/api/v1/admin/policy-values", get(admin::overrides))
-        .route("/api/v1/admin/audit-logs", get(admin::audit_logs));
+        .route("/api/v1/admin/policy-values/history", get(audit::history))
+        .route("/api/v1/admin/audit-logs", get(audit::audit_logs))
+        .route("/api/v1/admin/audit-logs/verify", get(audit::verify))
+        .route("/api/v1/admin/audit-logs/head", get(audit::head));
     let admin = Router::new()
         .route("/api/v1/admin/policy-values", post(admin::write))
-        .route(
-            "/api/v1/admin/policy-values/{id}/cancel",
-            post(admin::cancel),
-        );
+        .route("/api/v1/admin/policy-values/{id}/cancel", post(admin::cancel));
     Router::new()
         .merge(guarded(reader, Role::Reader))
         .merge(guarded(auditor, Role::Auditor))
-        .merge(guarded(admin, Role::Admin))
+        .merge(
+            guarded(admin, Role::Admin).layer(middleware::from_fn_with_state(state.clone(), refusals::audit_refusals)),
+        )
         .route("/healthz", get(read::healthz))
         .route("/readyz", get(read::readyz))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed on this route",
-            )
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
+        .layer(middleware::from_fn_with_state(config.request_timeout, answer_within))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let request_id = req
-                    .headers()
-                    .get(REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id)
+        }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Answers 503 `timeout` when a request takes longer than `limit` to
+/// produce its response head (a streamed body is not cut off).
+async fn answer_within(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long").into_response()
+        }
+    }
 }
 
 /// A bound server, ready to run; `port()` tells where (bind to port 0 in tests).
@@ -88,11 +123,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(pool: PgPool, addr: &str) -> std::io::Result<Application> {
+        Application::build_with(pool, addr, &ServerConfig::default()).await
+    }
+
+    pub async fn build_with(pool: PgPool, addr: &str, config: &ServerConfig) -> std::io::Result<Application> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Application {
-            listener,
-            router: router(AppState { pool }),
-        })
+        Ok(Application { listener, router: router(AppState::new(pool, config), config) })
     }
 
     pub fn port(&self) -> u16 {
@@ -100,13 +136,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes; in-flight requests finish first.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
     }
 }
 

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use super::extract::{parse_time, QueryParams};
 use super::AppState;
-use crate::domain::{KeyDef, Level, Resolution, Scope};
+use crate::domain::{KeyDef, Level, Resolution, Scope, WriteScope};
 use crate::store::{keys, resolve as store_resolve};
 
 /// The four scope fields a caller may pass.
@@ -27,6 +27,24 @@ pub struct ScopeParams {
 }
 
 impl ScopeParams {
+    /// At most one field, as a write scope; `None` when none is given.
+    pub fn to_write_scope(&self) -> Result<Option<WriteScope>, ApiError> {
+        let given: Vec<(Level, &String)> = [
+            (Level::User, &self.user_id),
+            (Level::Project, &self.project_id),
+            (Level::Org, &self.org_id),
+            (Level::Plan, &self.plan),
+        ]
+        .into_iter()
+        .filter_map(|(level, id)| Some((level, id.as_ref()?)))
+        .collect();
+        match given.as_slice() {
+            [] => Ok(None),
+            [(level, id)] => WriteScope::at(*level, id).map(Some).map_err(ApiError::bad_scope),
+            _ => Err(ApiError::bad_scope(crate::domain::ScopeError::NotOneLevel)),
+        }
+    }
+
     pub fn to_scope(&self) -> Result<Scope, ApiError> {
         let given = [
             (Level::User, &self.user_id),
@@ -34,12 +52,10 @@ impl ScopeParams {
             (Level::Org, &self.org_id),
             (Level::Plan, &self.plan),
         ];
-        given
-            .into_iter()
-            .try_fold(Scope::new(), |scope, (level, id)| match id {
-                Some(id) => scope.with(level, id).map_err(ApiError::bad_scope),
-                None => Ok(scope),
-            })
+        given.into_iter().try_fold(Scope::new(), |scope, (level, id)| match id {
+            Some(id) => scope.with(level, id).map_err(ApiError::bad_scope),
+            None => Ok(scope),
+        })
     }
 }
 
@@ -51,12 +67,9 @@ pub async fn keys(State(state): State<AppState>) -> Result<Json<serde_json::Valu
 /// Looks a key up in the catalog; unknown keys are 422 `unknown_key`.
 pub async fn key_def(state: &AppState, key: Option<&str>) -> Result<KeyDef, ApiError> {
     let key = key.ok_or_else(|| {
-        ApiError::unprocessable("missing_field", "key is required")
-            .with_details(json!({ "field": "key" }))
+        ApiError::unprocessable("missing_field", "key is required").with_details(json!({ "field": "key" }))
     })?;
-    keys::get(&state.pool, key)
-        .await?
-        .ok_or_else(|| ApiError::unknown_key(key))
+    keys::get(&state.pool, key).await?.ok_or_else(|| ApiError::unknown_key(key))
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,25 +81,28 @@ pub struct ResolveParams {
     scope: ScopeParams,
 }
 
+/// A resolution with the audit record of the change that won, if any.
+#[derive(Debug, serde::Serialize)]
+pub struct ResolveAnswer {
+    #[serde(flatten)]
+    resolution: Resolution,
+    audit_id: Option<uuid::Uuid>,
+}
+
 pub async fn resolve(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<ResolveParams>,
-) -> Result<Json<Resolution>, ApiError> {
+) -> Result<Json<ResolveAnswer>, ApiError> {
     let def = key_def(&state, params.key.as_deref()).await?;
     let scope = params.scope.to_scope()?;
-    let at = params
-        .at
-        .as_deref()
-        .map(|raw| parse_time("at", raw))
-        .transpose()?;
-    let mut conn = state
-        .pool
-        .acquire()
-        .await
-        .map_err(crate::store::StoreError::from)?;
-    Ok(Json(
-        store_resolve::resolve(&mut conn, &def, &scope, at).await?,
-    ))
+    let at = params.at.as_deref().map(|raw| parse_time("at", raw)).transpose()?;
+    let mut conn = state.pool.acquire().await.map_err(crate::store::StoreError::from)?;
+    let resolution = store_resolve::resolve(&mut conn, &def, &scope, at).await?;
+    let audit_id = match resolution.source.value_id {
+        Some(value_id) => crate::store::audit_query::id_for_value(&mut *conn, value_id).await?,
+        None => None,
+    };
+    Ok(Json(ResolveAnswer { resolution, audit_id }))
 }
 
 /// Every key for one scope, with an ETag over the canonical JSON; a matching
@@ -98,24 +114,14 @@ pub async fn snapshot(
 ) -> Result<Response, ApiError> {
     let scope = params.to_scope()?;
     let defs = keys::list(&state.pool).await?;
-    let mut conn = state
-        .pool
-        .acquire()
-        .await
-        .map_err(crate::store::StoreError::from)?;
+    let mut conn = state.pool.acquire().await.map_err(crate::store::StoreError::from)?;
     let snapshot = store_resolve::snapshot(&mut conn, &defs, &scope).await?;
     // Canonical JSON: through serde_json::Value, whose maps sort their keys,
     // then compact; any client can recompute the ETag from the body.
-    let body = serde_json::to_value(&snapshot)
-        .and_then(|v| serde_json::to_vec(&v))
-        .map_err(|e| {
-            tracing::error!(error = %e, "snapshot serialization");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; see the server log",
-            )
-        })?;
+    let body = serde_json::to_value(&snapshot).and_then(|v| serde_json::to_vec(&v)).map_err(|e| {
+        tracing::error!(error = %e, "snapshot serialization");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+    })?;
     let etag = format!("\"{}\"", hex::encode(Sha256::digest(&body)));
     let etag_header = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
     let matches = headers
@@ -129,16 +135,8 @@ pub async fn snapshot(
     if matches {
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag_header), cache]).into_response());
     }
-    let json_type = (
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok((
-        StatusCode::OK,
-        [(ETAG, etag_header), cache, json_type],
-        body,
-    )
-        .into_response())
+    let json_type = (axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok((StatusCode::OK, [(ETAG, etag_header), cache, json_type], body).into_response())
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -151,11 +149,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
         Ok(_) => Ok(Json(json!({ "status": "ready" }))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "the database does not answer",
-            ))
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the database does not answer"))
         }
     }
 }

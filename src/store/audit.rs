@@ -48,23 +48,23 @@ pub struct AuditRecord {
 }
 
 /// A row as read, hashes still raw.
-struct AuditRow {
-    seq: i64,
-    id: Uuid,
-    occurred_at: OffsetDateTime,
-    actor: String,
-    action: String,
-    outcome: String,
-    code: Option<String>,
-    policy_key: Option<String>,
-    scope_level: Option<String>,
-    scope_id: Option<String>,
-    effective_at: Option<OffsetDateTime>,
-    request_id: Option<String>,
-    value_seq: Option<i64>,
-    metadata: serde_json::Value,
-    prev_hash: Vec<u8>,
-    hash: Vec<u8>,
+pub(crate) struct AuditRow {
+    pub seq: i64,
+    pub id: Uuid,
+    pub occurred_at: OffsetDateTime,
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    pub code: Option<String>,
+    pub policy_key: Option<String>,
+    pub scope_level: Option<String>,
+    pub scope_id: Option<String>,
+    pub effective_at: Option<OffsetDateTime>,
+    pub request_id: Option<String>,
+    pub value_seq: Option<i64>,
+    pub metadata: serde_json::Value,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
 }
 
 impl From<AuditRow> for AuditRecord {
@@ -91,10 +91,7 @@ impl From<AuditRow> for AuditRecord {
 }
 
 /// Appends one record; returns it as stored (seq, time and hash filled in).
-pub async fn append(
-    executor: impl PgExecutor<'_>,
-    record: &NewAuditRecord<'_>,
-) -> Result<AuditRecord, StoreError> {
+pub async fn append(executor: impl PgExecutor<'_>, record: &NewAuditRecord<'_>) -> Result<AuditRecord, StoreError> {
     let row = sqlx::query_as!(
         AuditRow,
         r#"insert into audit_logs
@@ -118,28 +115,6 @@ pub async fn append(
     .fetch_one(executor)
     .await?;
     Ok(row.into())
-}
-
-/// The newest records first, optionally for one key, at most `limit`.
-pub async fn recent(
-    executor: impl PgExecutor<'_>,
-    policy_key: Option<&str>,
-    limit: i64,
-) -> Result<Vec<AuditRecord>, StoreError> {
-    let rows = sqlx::query_as!(
-        AuditRow,
-        r#"select seq, id, occurred_at, actor, action, outcome, code, policy_key, scope_level,
-                  scope_id, effective_at, request_id, value_seq, metadata, prev_hash, hash
-           from audit_logs
-           where $1::text is null or policy_key = $1
-           order by seq desc
-           limit $2"#,
-        policy_key,
-        limit,
-    )
-    .fetch_all(executor)
-    .await?;
-    Ok(rows.into_iter().map(AuditRecord::from).collect())
 }
 
 /// The canonical bytes of a record that its hash covers, as the database's

@@ -26,20 +26,12 @@ struct KeyRow {
 
 impl KeyRow {
     fn into_def(self) -> Result<KeyDef, StoreError> {
-        let corrupt =
-            |what: &str| StoreError::Corrupt(format!("policy_keys row {:?}: {what}", self.key));
+        let corrupt = |what: &str| StoreError::Corrupt(format!("policy_keys row {:?}: {what}", self.key));
         let key = PolicyKey::parse(&self.key).ok_or_else(|| corrupt("bad key name"))?;
-        let value_type =
-            ValueType::parse(&self.value_type).ok_or_else(|| corrupt("bad value_type"))?;
-        let bounds = Bounds::from_parts(
-            value_type,
-            self.min_value,
-            self.max_value,
-            self.enum_values.clone(),
-        )
-        .ok_or_else(|| corrupt("bounds do not fit the type"))?;
-        let default = Value::from_json(&self.default_value, value_type)
-            .map_err(|e| corrupt(&e.to_string()))?;
+        let value_type = ValueType::parse(&self.value_type).ok_or_else(|| corrupt("bad value_type"))?;
+        let bounds = Bounds::from_parts(value_type, self.min_value, self.max_value, self.enum_values.clone())
+            .ok_or_else(|| corrupt("bounds do not fit the type"))?;
+        let default = Value::from_json(&self.default_value, value_type).map_err(|e| corrupt(&e.to_string()))?;
         Ok(KeyDef {
             key,
             value_type,
@@ -104,19 +96,11 @@ pub struct SyncReport {
 /// unchanged key is neither written nor audited. Refused as a whole, naming
 /// every offending value, if any change would leave a stored value outside
 /// its key's new definition.
-pub async fn sync(
-    pool: &PgPool,
-    catalog: &Catalog,
-    actor: &str,
-    reason: &str,
-) -> Result<SyncReport, StoreError> {
+pub async fn sync(pool: &PgPool, catalog: &Catalog, actor: &str, reason: &str) -> Result<SyncReport, StoreError> {
     let mut tx = pool.begin().await?;
     lock_writes(&mut tx).await?;
-    let existing: HashMap<PolicyKey, KeyDef> = list(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|def| (def.key.clone(), def))
-        .collect();
+    let existing: HashMap<PolicyKey, KeyDef> =
+        list(&mut *tx).await?.into_iter().map(|def| (def.key.clone(), def)).collect();
     let mut report = SyncReport::default();
     let mut offending = Vec::new();
     for def in &catalog.keys {
@@ -135,11 +119,8 @@ pub async fn sync(
     if !offending.is_empty() {
         return Err(StoreError::CatalogConflict(offending));
     }
-    report.not_in_catalog = existing
-        .keys()
-        .filter(|k| catalog.get(k.as_str()).is_none())
-        .map(|k| k.to_string())
-        .collect();
+    report.not_in_catalog =
+        existing.keys().filter(|k| catalog.get(k.as_str()).is_none()).map(|k| k.to_string()).collect();
     report.not_in_catalog.sort();
     tx.commit().await?;
     Ok(report)
@@ -177,11 +158,7 @@ async fn upsert(
     let to_json = |d: &KeyDef| serde_json::to_value(d).unwrap_or(serde_json::Value::Null);
     let record = NewAuditRecord {
         actor,
-        action: if old.is_some() {
-            "policy_key.update"
-        } else {
-            "policy_key.create"
-        },
+        action: if old.is_some() { "policy_key.update" } else { "policy_key.create" },
         policy_key: Some(def.key.as_str()),
         metadata: serde_json::json!({
             "policy_key": def.key.as_str(),
@@ -196,10 +173,7 @@ async fn upsert(
 }
 
 /// Stored values of `def.key` (in force or scheduled) that `def` would refuse.
-async fn stranded_values(
-    conn: &mut PgConnection,
-    def: &KeyDef,
-) -> Result<Vec<OffendingValue>, StoreError> {
+async fn stranded_values(conn: &mut PgConnection, def: &KeyDef) -> Result<Vec<OffendingValue>, StoreError> {
     let rows = sqlx::query!(
         r#"select id as "id!", level as "level!", scope_id as "scope_id!", value as "value!",
                   effective_at as "effective_at!"

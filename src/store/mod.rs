@@ -3,6 +3,7 @@
 //! transaction.
 
 pub mod audit;
+pub mod audit_query;
 pub mod keys;
 pub mod resolve;
 pub mod tokens;
@@ -60,16 +61,12 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 
 /// Takes the write lock that serialises every write (see the first migration).
 pub async fn lock_writes(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query!("select policy_values_write_lock() as locked")
-        .fetch_one(&mut *conn)
-        .await?;
+    sqlx::query!("select policy_values_write_lock() as locked").fetch_one(&mut *conn).await?;
     Ok(())
 }
 
 /// The database clock now (not the transaction start).
 pub async fn db_now(conn: &mut PgConnection) -> Result<OffsetDateTime, StoreError> {
-    let now = sqlx::query_scalar!(r#"select clock_timestamp() as "now!""#)
-        .fetch_one(&mut *conn)
-        .await?;
+    let now = sqlx::query_scalar!(r#"select clock_timestamp() as "now!""#).fetch_one(&mut *conn).await?;
     Ok(now)
 }

@@ -58,20 +58,9 @@ async fn in_effect(
         let Some(def) = defs.iter().find(|d| d.key.as_str() == r.key) else {
             continue;
         };
-        let level = Level::parse(&r.level)
-            .ok_or_else(|| StoreError::Corrupt(format!("level {:?}", r.level)))?;
-        let entry = Entry {
-            seq: r.seq,
-            id: r.id,
-            effective_at: r.effective_at,
-            value: typed(def, r.value)?,
-        };
-        out.push(InEffect {
-            key: r.key,
-            level,
-            scope_id: r.scope_id,
-            entry: [entry],
-        });
+        let level = Level::parse(&r.level).ok_or_else(|| StoreError::Corrupt(format!("level {:?}", r.level)))?;
+        let entry = Entry { seq: r.seq, id: r.id, effective_at: r.effective_at, value: typed(def, r.value)? };
+        out.push(InEffect { key: r.key, level, scope_id: r.scope_id, entry: [entry] });
     }
     Ok(out)
 }
@@ -124,19 +113,12 @@ pub struct SnapshotValue {
 
 /// Resolves every key in `defs` for `scope` now, in one repeatable-read
 /// transaction so the version and the values agree.
-pub async fn snapshot(
-    conn: &mut PgConnection,
-    defs: &[KeyDef],
-    scope: &Scope,
-) -> Result<Snapshot, StoreError> {
+pub async fn snapshot(conn: &mut PgConnection, defs: &[KeyDef], scope: &Scope) -> Result<Snapshot, StoreError> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    sqlx::query!("set transaction isolation level repeatable read, read only")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
     let now = db_now(&mut tx).await?;
-    let version = sqlx::query_scalar!(r#"select coalesce(max(seq), 0) as "v!" from policy_values"#)
-        .fetch_one(&mut *tx)
-        .await?;
+    let version =
+        sqlx::query_scalar!(r#"select coalesce(max(seq), 0) as "v!" from policy_values"#).fetch_one(&mut *tx).await?;
     let next_change_at = sqlx::query_scalar!(
         r#"select min(effective_at) from policy_value_history
            where effective_at > $1
@@ -159,20 +141,8 @@ pub async fn snapshot(
         .iter()
         .map(|def| {
             let r = resolve_from(def, scope, now, &rows);
-            (
-                r.key,
-                SnapshotValue {
-                    value_type: r.value_type,
-                    value: r.value,
-                    source: r.source,
-                },
-            )
+            (r.key, SnapshotValue { value_type: r.value_type, value: r.value, source: r.source })
         })
         .collect();
-    Ok(Snapshot {
-        scope: scope.clone(),
-        version,
-        next_change_at,
-        values,
-    })
+    Ok(Snapshot { scope: scope.clone(), version, next_change_at, values })
 }

@@ -54,6 +54,11 @@ pub struct Principal {
     pub role: Role,
 }
 
+/// Compares two hashes in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 pub fn hash_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
@@ -82,25 +87,59 @@ pub async fn insert(
 
 /// The principal behind a presented token, if it exists, is not revoked and
 /// has not expired. The lookup is by hash, so timing reveals nothing useful.
-pub async fn authenticate(
-    executor: impl PgExecutor<'_>,
-    token: &str,
-) -> Result<Option<Principal>, StoreError> {
+pub async fn authenticate(executor: impl PgExecutor<'_>, token: &str) -> Result<Option<Principal>, StoreError> {
+    let presented = hash_token(token);
     let row = sqlx::query!(
-        "select id, name, role from api_tokens
+        "select id, name, role, token_hash from api_tokens
          where token_hash = $1 and revoked_at is null and (expires_at is null or expires_at > now())",
-        hash_token(token)
+        presented
     )
     .fetch_optional(executor)
     .await?;
-    row.map(|r| {
-        let role = Role::parse(&r.role)
-            .ok_or_else(|| StoreError::Corrupt(format!("token role {:?}", r.role)))?;
-        Ok(Principal {
-            token_id: r.id,
-            name: r.name,
-            role,
+    row.filter(|r| constant_time_eq(&r.token_hash, &presented))
+        .map(|r| {
+            let role = Role::parse(&r.role).ok_or_else(|| StoreError::Corrupt(format!("token role {:?}", r.role)))?;
+            Ok(Principal { token_id: r.id, name: r.name, role })
         })
-    })
-    .transpose()
+        .transpose()
+}
+
+/// A token as listed: never its secret or hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+    pub prefix: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+pub async fn list(executor: impl PgExecutor<'_>) -> Result<Vec<TokenInfo>, StoreError> {
+    let rows = sqlx::query_as!(
+        TokenInfo,
+        "select id, name, role, prefix, created_at, expires_at, revoked_at from api_tokens order by created_at, name"
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows)
+}
+
+/// Revokes the tokens with this id or name that are not revoked yet;
+/// returns how many. A revoked token is refused from its next request.
+pub async fn revoke(executor: impl PgExecutor<'_>, id_or_name: &str) -> Result<u64, StoreError> {
+    let id = Uuid::parse_str(id_or_name).ok();
+    let done = sqlx::query!(
+        "update api_tokens set revoked_at = now()
+         where revoked_at is null and (id = $1 or ($1 is null and name = $2))",
+        id,
+        id_or_name
+    )
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected())
 }

@@ -65,12 +65,7 @@ pub struct Written {
 /// Applies a change: under the write lock, checks `old_value`, inserts the
 /// row and its audit record, and commits (the insert trigger notifies
 /// listeners at commit). Nothing is written if any check fails.
-pub async fn write(
-    pool: &PgPool,
-    def: &KeyDef,
-    change: &Change,
-    actor: Actor<'_>,
-) -> Result<Written, StoreError> {
+pub async fn write(pool: &PgPool, def: &KeyDef, change: &Change, actor: Actor<'_>) -> Result<Written, StoreError> {
     let mut tx = pool.begin().await?;
     lock_writes(&mut tx).await?;
     let now = db_now(&mut tx).await?;
@@ -88,11 +83,7 @@ pub async fn write(
     if replaced != change.old_value {
         return Err(StoreError::StaleOldValue { current: replaced });
     }
-    if change.value.is_none()
-        && entry_at(&here, Some(effective_at))
-            .and_then(|e| e.value.as_ref())
-            .is_none()
-    {
+    if change.value.is_none() && entry_at(&here, Some(effective_at)).and_then(|e| e.value.as_ref()).is_none() {
         return Err(StoreError::NotOverridden);
     }
     let new_json = change.value.as_ref().map(Value::to_json);
@@ -109,11 +100,7 @@ pub async fn write(
     .await?;
     let record = NewAuditRecord {
         actor: actor.principal,
-        action: if change.value.is_some() {
-            "policy_value.set"
-        } else {
-            "policy_value.unset"
-        },
+        action: if change.value.is_some() { "policy_value.set" } else { "policy_value.unset" },
         policy_key: Some(def.key.as_str()),
         scope_level: Some(level.as_str()),
         scope_id: Some(scope_id),
@@ -132,23 +119,13 @@ pub async fn write(
     };
     let audit = audit::append(&mut *tx, &record).await?;
     tx.commit().await?;
-    Ok(Written {
-        value: row,
-        old_value: Some(replaced.to_json()),
-        audit,
-    })
+    Ok(Written { value: row, old_value: Some(replaced.to_json()), audit })
 }
 
 /// The key's global value at `at`: an admin-set global row, else the default.
-async fn global_value(
-    conn: &mut PgConnection,
-    def: &KeyDef,
-    at: OffsetDateTime,
-) -> Result<Value, StoreError> {
+async fn global_value(conn: &mut PgConnection, def: &KeyDef, at: OffsetDateTime) -> Result<Value, StoreError> {
     let global = history(conn, def, Level::Global, "").await?;
-    Ok(entry_at(&global, Some(at))
-        .and_then(|e| e.value.clone())
-        .unwrap_or_else(|| def.default.clone()))
+    Ok(entry_at(&global, Some(at)).and_then(|e| e.value.clone()).unwrap_or_else(|| def.default.clone()))
 }
 
 /// Inserts one set (`value` given) or unset (`None`) row. The database
@@ -205,39 +182,23 @@ pub async fn history(
     .fetch_all(&mut *conn)
     .await?;
     rows.into_iter()
-        .map(|r| {
-            Ok(Entry {
-                seq: r.seq,
-                id: r.id,
-                effective_at: r.effective_at,
-                value: typed(def, r.value)?,
-            })
-        })
+        .map(|r| Ok(Entry { seq: r.seq, id: r.id, effective_at: r.effective_at, value: typed(def, r.value)? }))
         .collect()
 }
 
 /// Reads a stored JSON value as the key's type; a mismatch means the row was
 /// written around the store's checks.
-pub(crate) fn typed(
-    def: &KeyDef,
-    json: Option<serde_json::Value>,
-) -> Result<Option<Value>, StoreError> {
+pub(crate) fn typed(def: &KeyDef, json: Option<serde_json::Value>) -> Result<Option<Value>, StoreError> {
     json.map(|j| {
-        Value::from_json(&j, def.value_type).map_err(|e| {
-            StoreError::Corrupt(format!("value of {} does not fit its type: {e}", def.key))
-        })
+        Value::from_json(&j, def.value_type)
+            .map_err(|e| StoreError::Corrupt(format!("value of {} does not fit its type: {e}", def.key)))
     })
     .transpose()
 }
 
 /// Cancels a scheduled change that has not taken effect yet: inserts a
 /// `cancel` row naming it and an audit record, in one transaction.
-pub async fn cancel(
-    pool: &PgPool,
-    value_id: Uuid,
-    reason: &str,
-    actor: Actor<'_>,
-) -> Result<Written, StoreError> {
+pub async fn cancel(pool: &PgPool, value_id: Uuid, reason: &str, actor: Actor<'_>) -> Result<Written, StoreError> {
     let mut tx = pool.begin().await?;
     lock_writes(&mut tx).await?;
     let now = db_now(&mut tx).await?;
@@ -271,12 +232,9 @@ pub async fn cancel(
     )
     .fetch_one(&mut *tx)
     .await?;
-    let scope = WriteScope::at(
-        Level::parse(&target.level).unwrap_or(Level::Global),
-        &target.scope_id,
-    )
-    .map(|s| s.to_json())
-    .unwrap_or_default();
+    let scope = WriteScope::at(Level::parse(&target.level).unwrap_or(Level::Global), &target.scope_id)
+        .map(|s| s.to_json())
+        .unwrap_or_default();
     let record = NewAuditRecord {
         actor: actor.principal,
         action: "policy_value.cancel",
@@ -299,11 +257,7 @@ pub async fn cancel(
     };
     let audit = audit::append(&mut *tx, &record).await?;
     tx.commit().await?;
-    Ok(Written {
-        old_value: target.value,
-        value: row,
-        audit,
-    })
+    Ok(Written { old_value: target.value, value: row, audit })
 }
 
 /// One scope's override of a key: what is in force now and what is scheduled.
@@ -318,10 +272,7 @@ pub struct Override {
 
 /// Every scope that overrides `key` now or has a change scheduled, most
 /// specific level first.
-pub async fn overrides(
-    executor: impl PgExecutor<'_>,
-    key: &str,
-) -> Result<Vec<Override>, StoreError> {
+pub async fn overrides(executor: impl PgExecutor<'_>, key: &str) -> Result<Vec<Override>, StoreError> {
     let rows = sqlx::query!(
         r#"select l.id as "id!", l.seq as "seq!", v.kind, l.key as "key!", l.level as "level!",
                   l.scope_id as "scope_id!", l.value, l.effective_at as "effective_at!",
@@ -338,16 +289,8 @@ pub async fn overrides(
     let mut out: Vec<Override> = Vec::new();
     for r in rows {
         let scope = scope_json(&r.level, &r.scope_id);
-        if !out
-            .last()
-            .is_some_and(|o| o.level == r.level && o.scope == scope)
-        {
-            out.push(Override {
-                level: r.level.clone(),
-                scope,
-                current: None,
-                scheduled: Vec::new(),
-            });
+        if !out.last().is_some_and(|o| o.level == r.level && o.scope == scope) {
+            out.push(Override { level: r.level.clone(), scope, current: None, scheduled: Vec::new() });
         }
         let row = ValueRow {
             id: r.id,
@@ -371,15 +314,10 @@ pub async fn overrides(
             entry.current = Some(row);
         }
     }
-    out.retain(|o| {
-        o.current.as_ref().is_some_and(|c| c.value.is_some()) || !o.scheduled.is_empty()
-    });
+    out.retain(|o| o.current.as_ref().is_some_and(|c| c.value.is_some()) || !o.scheduled.is_empty());
     Ok(out)
 }
 
 fn scope_json(level: &str, scope_id: &str) -> serde_json::Value {
-    Level::parse(level)
-        .and_then(|l| WriteScope::at(l, scope_id).ok())
-        .map(|s| s.to_json())
-        .unwrap_or_default()
+    Level::parse(level).and_then(|l| WriteScope::at(l, scope_id).ok()).map(|s| s.to_json()).unwrap_or_default()
 }

@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use policy_values::domain::Catalog;
-use policy_values::server::{auth, Application};
+use policy_values::server::limits::WriteRate;
+use policy_values::server::{auth, Application, ServerConfig};
 use policy_values::store::{keys, tokens, tokens::Role};
 use reqwest::StatusCode;
 use serde_json::Value as Json;
@@ -33,34 +34,27 @@ impl Reply {
 
 pub async fn create_token(pool: &PgPool, role: Role, name: &str) -> String {
     let token = auth::generate_token().unwrap();
-    tokens::insert(pool, name, role, &token, None)
-        .await
-        .unwrap();
+    tokens::insert(pool, name, role, &token, None).await.unwrap();
     token
 }
 
 impl TestApp {
+    /// The server with limits high enough not to get in a test's way.
     pub async fn spawn(pool: PgPool) -> TestApp {
+        let config = ServerConfig { write_rate: WriteRate { rate: 1e6, burst: 1e6 }, ..ServerConfig::default() };
+        TestApp::spawn_with(pool, &config).await
+    }
+
+    pub async fn spawn_with(pool: PgPool, config: &ServerConfig) -> TestApp {
         let catalog = Catalog::builtin().unwrap();
-        keys::sync(&pool, &catalog, "catalog-sync", "test setup")
-            .await
-            .unwrap();
+        keys::sync(&pool, &catalog, "catalog-sync", "test setup").await.unwrap();
         let admin = create_token(&pool, Role::Admin, "alice-admin").await;
         let auditor = create_token(&pool, Role::Auditor, "ava-auditor").await;
         let reader = create_token(&pool, Role::Reader, "rex-reader").await;
-        let app = Application::build(pool.clone(), "127.0.0.1:0")
-            .await
-            .unwrap();
+        let app = Application::build_with(pool.clone(), "127.0.0.1:0", config).await.unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
-        TestApp {
-            base,
-            pool,
-            http: reqwest::Client::new(),
-            admin,
-            auditor,
-            reader,
-        }
+        TestApp { base, pool, http: reqwest::Client::new(), admin, auditor, reader }
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
@@ -68,65 +62,37 @@ impl TestApp {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.unwrap();
-        let json = if bytes.is_empty() {
-            Json::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        Reply {
-            status,
-            headers,
-            json,
-        }
+        let json = if bytes.is_empty() { Json::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        Reply { status, headers, json }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
-        self.send(
-            self.http
-                .get(format!("{}{path}", self.base))
-                .bearer_auth(token),
-        )
-        .await
+        self.send(self.http.get(format!("{}{path}", self.base)).bearer_auth(token)).await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: &Json) -> Reply {
-        self.send(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .bearer_auth(token)
-                .json(body),
-        )
-        .await
+        self.send(self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(body)).await
     }
 
     /// `POST /api/v1/admin/policy-values` as the admin.
     pub async fn write(&self, body: Json) -> Reply {
-        self.post("/api/v1/admin/policy-values", &self.admin, &body)
-            .await
+        self.post("/api/v1/admin/policy-values", &self.admin, &body).await
     }
 
     /// The resolved value of `key` for a query-string scope such as `org_id=acme`.
     pub async fn resolve(&self, key: &str, scope: &str) -> Json {
-        let reply = self
-            .get(
-                &format!("/api/v1/policy-values/resolve?key={key}&{scope}"),
-                &self.reader,
-            )
-            .await;
+        let reply = self.get(&format!("/api/v1/policy-values/resolve?key={key}&{scope}"), &self.reader).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
         reply.json["value"].clone()
     }
 
-    /// Rows in policy_values and audit_logs, to prove a refusal wrote nothing.
+    /// Value rows and successful audit rows, to prove a refusal wrote
+    /// nothing (refusals are audited with outcome `refused`).
     pub async fn counts(&self) -> (i64, i64) {
-        let values = sqlx::query_scalar::<_, i64>("select count(*) from policy_values")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap();
-        let audit = sqlx::query_scalar::<_, i64>("select count(*) from audit_logs")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap();
+        let values =
+            sqlx::query_scalar::<_, i64>("select count(*) from policy_values").fetch_one(&self.pool).await.unwrap();
+        let audit =
+            sqlx::query_scalar::<_, i64>("select count(*) from audit_logs where outcome = 'success'").fetch_one(&self.pool).await.unwrap();
         (values, audit)
     }
 }
@@ -135,25 +101,13 @@ impl TestApp {
 /// cannot take `#[sqlx::test]` (they drive their own runtime).
 pub async fn fresh_database() -> PgPool {
     use sqlx::ConnectOptions;
-    let url =
-        std::env::var("DATABASE_URL").expect("DATABASE_URL must point at a PostgreSQL server");
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL must point at a PostgreSQL server");
     let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
     let name = format!("pv_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = options
-        .clone()
-        .database("postgres")
-        .connect()
-        .await
-        .unwrap();
-    sqlx::query(&format!("create database {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(options.database(&name))
-        .await
-        .unwrap();
+    let mut admin = options.clone().database("postgres").connect().await.unwrap();
+    sqlx::query(&format!("create database {name}")).execute(&mut admin).await.unwrap();
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().max_connections(4).connect_with(options.database(&name)).await.unwrap();
     policy_values::store::migrate(&pool).await.unwrap();
     pool
 }
@@ -175,10 +129,7 @@ where
 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !check().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never happened: {what}"
-        );
+        assert!(std::time::Instant::now() < deadline, "never happened: {what}");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
@@ -190,8 +141,15 @@ pub async fn drop_database(pool: PgPool) {
     let name = options.get_database().unwrap_or_default().to_string();
     pool.close().await;
     let mut admin = options.database("postgres").connect().await.unwrap();
-    sqlx::query(&format!("drop database if exists {name} with (force)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    sqlx::query(&format!("drop database if exists {name} with (force)")).execute(&mut admin).await.unwrap();
+}
+
+impl TestApp {
+    /// The codes of refused attempts audited, oldest first.
+    pub async fn refused_codes(&self) -> Vec<String> {
+        sqlx::query_scalar("select coalesce(code, '') from audit_logs where outcome = 'refused' order by seq")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
 }
