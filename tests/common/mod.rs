@@ -91,8 +91,10 @@ impl TestApp {
     pub async fn counts(&self) -> (i64, i64) {
         let values =
             sqlx::query_scalar::<_, i64>("select count(*) from policy_values").fetch_one(&self.pool).await.unwrap();
-        let audit =
-            sqlx::query_scalar::<_, i64>("select count(*) from audit_logs where outcome = 'success'").fetch_one(&self.pool).await.unwrap();
+        let audit = sqlx::query_scalar::<_, i64>("select count(*) from audit_logs where outcome = 'success'")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
         (values, audit)
     }
 }
@@ -152,4 +154,16 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// A URL for the test's own database, for the CLI.
+pub fn database_url_of(pool: &PgPool) -> String {
+    let options = options_of(pool);
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    )
 }
