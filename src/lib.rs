@@ -6,6 +6,8 @@
 
 pub mod client;
 pub mod domain;
+#[cfg(feature = "server")]
+pub mod lint;
 pub mod store;
 
 #[cfg(feature = "server")]

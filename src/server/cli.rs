@@ -57,6 +57,18 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Report constants in source code named like a policy key (exit 1 on findings).
+    Lint {
+        /// Files or directories (Rust, Go, TypeScript/JavaScript, Python).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        format: String,
+        /// The catalog to match against; default: the database's if
+        /// DATABASE_URL is set, else the built-in one.
+        #[command(flatten)]
+        catalog: CatalogArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +106,9 @@ pub enum TokenCommand {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    if let Command::Lint { paths, format, catalog } = &cli.command {
+        return lint(cli.database_url.as_deref(), paths, format, catalog).await;
+    }
     let url = cli.database_url.ok_or("DATABASE_URL is not set (use --database-url or the environment)")?;
     match cli.command {
         Command::Serve { addr, skip_migrate, write_rate, write_burst, request_timeout, catalog } => {
@@ -150,8 +165,32 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Command::Audit { command: AuditCommand::Verify } => audit_verify(&url).await?,
+        Command::Lint { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// Lints `paths` against the catalog; findings are an error (exit 1).
+async fn lint(
+    url: Option<&str>,
+    paths: &[PathBuf],
+    format: &str,
+    arg: &CatalogArg,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let catalog = match (&arg.path, url) {
+        (Some(path), _) => Catalog::parse(&std::fs::read_to_string(path)?)?,
+        (None, Some(url)) => Catalog { keys: keys::list(&store::connect(url, 1).await?).await? },
+        (None, None) => Catalog::builtin()?,
+    };
+    let findings = crate::lint::lint_paths(paths, &catalog)?;
+    match format {
+        "json" => println!("{}", serde_json::to_string_pretty(&findings)?),
+        _ => print!("{}", crate::lint::format_text(&findings)),
+    }
+    match findings.len() {
+        0 => Ok(()),
+        n => Err(format!("{n} constant(s) named like a policy key; read them through PolicyClient").into()),
+    }
 }
 
 /// Prints the verification; an error (exit 1) when the chain is broken.
