@@ -32,6 +32,7 @@ help:
 	@echo "  migrate     apply migrations to the dev database (policy_values)"
 	@echo "  seed        load seed data into the dev database"
 	@echo "  bench       cargo bench against database policy_values_bench"
+	@echo "  schemathesis  fuzz the running server against its OpenAPI document"
 	@echo "  db-url      print the dev database URL"
 	@echo "  db-stop     stop the project-local PostgreSQL cluster (.pgdata/), if any"
 
@@ -145,3 +146,31 @@ db-stop:
 # Each recipe runs as one bash script (so URL=... carries over lines); with
 # -e and pipefail, any failing line fails the target.
 .ONESHELL:
+
+# Fuzz the running server against its own OpenAPI document: any 5xx or any
+# response that breaks the schema fails. Schemathesis comes from PyPI into a
+# virtualenv under .dev/.
+SCHEMATHESIS_VERSION := 4.32.5
+SCHEMATHESIS_ADDR := 127.0.0.1:18089
+
+.PHONY: schemathesis
+schemathesis: build
+	@URL=$$($(DEV_DB) policy_values_schemathesis)
+	VENV=.dev/schemathesis-venv
+	if ! "$$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$(SCHEMATHESIS_VERSION)"; then
+		echo "==> installing schemathesis $(SCHEMATHESIS_VERSION) from PyPI" >&2
+		python3 -m venv "$$VENV"
+		"$$VENV/bin/pip" install -q "schemathesis==$(SCHEMATHESIS_VERSION)"
+	fi
+	export DATABASE_URL="$$URL"
+	$(BIN) migrate >/dev/null
+	TOKEN=$$($(BIN) token create --role admin --name schemathesis | tail -n 1)
+	POLICY_VALUES_ADDR=$(SCHEMATHESIS_ADDR) POLICY_VALUES_WRITE_RATE=100000 POLICY_VALUES_WRITE_BURST=100000 \
+		$(BIN) serve > .dev/schemathesis-server.log 2>&1 &
+	SERVER=$$!
+	trap 'kill $$SERVER 2>/dev/null || true; $(BIN) token revoke schemathesis >/dev/null 2>&1 || true' EXIT
+	for _ in $$(seq 1 100); do curl -fs http://$(SCHEMATHESIS_ADDR)/readyz >/dev/null && break; sleep 0.1; done
+	echo "==> schemathesis run http://$(SCHEMATHESIS_ADDR)/api/v1/openapi.json" >&2
+	"$$VENV/bin/schemathesis" run http://$(SCHEMATHESIS_ADDR)/api/v1/openapi.json \
+		-H "Authorization: Bearer $$TOKEN" --checks not_a_server_error,response_schema_conformance \
+		--max-examples 50 --seed 1 --no-color

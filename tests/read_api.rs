@@ -125,3 +125,35 @@ async fn the_snapshot_has_every_key_a_version_and_an_etag_that_answers_304(pool:
     let expected = format!("\"{}\"", hex::encode(sha2::Sha256::digest(&body)));
     assert_eq!(changed.headers["etag"].to_str().unwrap(), expected);
 }
+
+#[sqlx::test]
+async fn the_openapi_document_describes_every_route_and_needs_no_token(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let doc = app.send(app.http.get(format!("{}/api/v1/openapi.json", app.base))).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    let mut paths: Vec<&str> = doc.json["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/admin/audit-logs",
+            "/api/v1/admin/audit-logs/head",
+            "/api/v1/admin/audit-logs/verify",
+            "/api/v1/admin/policy-values",
+            "/api/v1/admin/policy-values/history",
+            "/api/v1/admin/policy-values/{id}/cancel",
+            "/api/v1/policy-keys",
+            "/api/v1/policy-values/resolve",
+            "/api/v1/policy-values/snapshot",
+            "/healthz",
+            "/readyz",
+        ]
+    );
+    let write = &doc.json["paths"]["/api/v1/admin/policy-values"]["post"];
+    assert!(write["responses"]["409"].is_object() && write["responses"]["422"].is_object());
+    let required = &doc.json["components"]["schemas"]["WriteBody"]["required"];
+    for field in ["key", "scope", "value", "reason", "old_value"] {
+        assert!(required.as_array().unwrap().iter().any(|f| f == field), "{field} is required");
+    }
+    assert_eq!(doc.json["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+}

@@ -18,15 +18,25 @@ use crate::store::values::{self, Actor, Change, Written};
 
 /// The body of `POST /api/v1/admin/policy-values`, as sent. Every field is
 /// optional here so each missing one gets its own error code.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriteBody {
+    #[schema(required = true, example = "allocation.refund_window_days")]
     key: Option<String>,
+    /// `{}` for global, or exactly one of user_id, project_id, org_id, plan.
+    #[schema(required = true, value_type = Object, example = json!({"org_id": "acme"}))]
     scope: Option<serde_json::Value>,
+    /// The new value; `null` removes the override at the scope.
     #[serde(default, deserialize_with = "present")]
+    #[schema(required = true, example = 45)]
     value: Option<serde_json::Value>,
+    /// RFC 3339; default now; in the future it schedules the change.
+    #[schema(example = "2026-12-01T00:00:00Z")]
     effective_at: Option<String>,
+    #[schema(required = true, example = "Customer success request")]
     reason: Option<String>,
+    /// What the write replaces: the value at this scope now, else the global value.
+    #[schema(required = true, example = 30)]
     old_value: Option<serde_json::Value>,
 }
 
@@ -86,6 +96,10 @@ fn written_json(written: Written) -> serde_json::Value {
 }
 
 #[tracing::instrument(skip_all, fields(key, principal = %principal.name))]
+#[utoipa::path(post, path = "/api/v1/admin/policy-values", tag = "admin", request_body = WriteBody,
+    responses((status = 201, description = "the new value row, what it replaced and its audit id", body = Object),
+              (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
+              (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody)))]
 pub async fn write(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -101,13 +115,19 @@ pub async fn write(
     Ok((StatusCode::CREATED, Json(written_json(written))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
+    #[schema(required = true, example = "customer withdrew")]
     reason: Option<String>,
 }
 
 #[tracing::instrument(skip_all, fields(%id, principal = %principal.name))]
+#[utoipa::path(post, path = "/api/v1/admin/policy-values/{id}/cancel", tag = "admin", request_body = CancelBody,
+    params(("id" = String, Path, description = "the scheduled value row's id")),
+    responses((status = 200, description = "the cancel row and its audit id", body = Object),
+              (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
+              (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -129,6 +149,10 @@ pub struct OverridesParams {
     key: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/policy-values", tag = "audit",
+    params(("key" = String, Query, description = "the policy key")),
+    responses((status = 200, description = "every scope overriding the key now or later", body = Object),
+              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn overrides(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<OverridesParams>,

@@ -46,6 +46,10 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 impl AuditParams {
     fn filter(&self) -> Result<AuditFilter, ApiError> {
+        let texts = [&self.policy_key, &self.actor, &self.action];
+        if texts.iter().filter_map(|t| t.as_deref()).any(|t| t.chars().any(char::is_control) || t.len() > 1000) {
+            return Err(invalid("filters are texts of at most 1,000 bytes without control characters"));
+        }
         if let Some(outcome) = self.outcome.as_deref().filter(|o| !matches!(*o, "success" | "refused")) {
             return Err(invalid(format!("outcome must be success or refused, not {outcome:?}")));
         }
@@ -88,6 +92,21 @@ fn decode_cursor(raw: &str) -> Result<i64, ApiError> {
 
 /// `GET /api/v1/admin/audit-logs`: a page as JSON, or with `format` the
 /// whole result streamed.
+#[utoipa::path(get, path = "/api/v1/admin/audit-logs", tag = "audit",
+    params(("policy_key" = Option<String>, Query), ("actor" = Option<String>, Query),
+        ("action" = Option<String>, Query), ("outcome" = Option<String>, Query, description = "success or refused"),
+        ("user_id" = Option<String>, Query, description = "the caller's user id"),
+        ("project_id" = Option<String>, Query, description = "the caller's project id"),
+        ("org_id" = Option<String>, Query, description = "the caller's organisation id"),
+        ("plan" = Option<String>, Query, description = "the caller's plan"),
+        ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
+        ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),
+        ("limit" = Option<i64>, Query, description = "1 to 1000"), ("cursor" = Option<String>, Query),
+        ("order" = Option<String>, Query, description = "desc (default) or asc"),
+        ("format" = Option<String>, Query, description = "json (default), ndjson or csv")),
+    responses((status = 200, description = "a page {items, next_cursor}, or the streamed export",
+               content((Object = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"))),
+              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn audit_logs(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<AuditParams>,
@@ -220,11 +239,17 @@ fn trailer(format: Export, head: &ChainHead, rows: u64) -> Bytes {
 }
 
 /// `GET /api/v1/admin/audit-logs/verify`: recomputes the whole chain.
+#[utoipa::path(get, path = "/api/v1/admin/audit-logs/verify", tag = "audit",
+    responses((status = 200, description = "intact with the head, or where the chain breaks", body = Object),
+              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn verify(State(state): State<AppState>) -> Result<Json<audit_query::Verification>, ApiError> {
     Ok(Json(audit_query::verify(&state.pool).await?))
 }
 
 /// `GET /api/v1/admin/audit-logs/head`: the latest seq and hash.
+#[utoipa::path(get, path = "/api/v1/admin/audit-logs/head", tag = "audit",
+    responses((status = 200, description = "the latest seq and hash", body = Object),
+              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn head(State(state): State<AppState>) -> Result<Json<ChainHead>, ApiError> {
     let head = audit_query::head(&state.pool).await?;
     Ok(Json(head.unwrap_or(ChainHead { seq: 0, hash: hex::encode([0u8; 32]) })))
@@ -241,6 +266,13 @@ pub struct HistoryParams {
 
 /// `GET /api/v1/admin/policy-values/history`: every change of a key at one
 /// scope (none given: global), newest first, with audit ids.
+#[utoipa::path(get, path = "/api/v1/admin/policy-values/history", tag = "audit",
+    params(("key" = String, Query), ("user_id" = Option<String>, Query, description = "the caller's user id"),
+        ("project_id" = Option<String>, Query, description = "the caller's project id"),
+        ("org_id" = Option<String>, Query, description = "the caller's organisation id"),
+        ("plan" = Option<String>, Query, description = "the caller's plan"), ("limit" = Option<i64>, Query, description = "1 to 1000")),
+    responses((status = 200, description = "every change at the scope, newest first, with audit ids", body = Object),
+              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<HistoryParams>,

@@ -19,6 +19,16 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+/// The JSON body of every error, for the OpenAPI document.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable snake_case code a program can match.
+    pub code: String,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
 /// The code of an error response, kept in its extensions so middleware
 /// (the audit of refused attempts) can read it without parsing the body.
 #[derive(Debug, Clone, Copy)]

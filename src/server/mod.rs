@@ -7,6 +7,7 @@ pub mod cli;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod openapi;
 pub mod read;
 pub mod refusals;
 
@@ -82,6 +83,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .merge(
             guarded(admin, Role::Admin).layer(middleware::from_fn_with_state(state.clone(), refusals::audit_refusals)),
         )
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(read::healthz))
         .route("/readyz", get(read::readyz))
         .fallback(|| async { ApiError::not_found("no such route") })

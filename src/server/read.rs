@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use super::extract::{parse_time, QueryParams};
 use super::AppState;
-use crate::domain::{KeyDef, Level, Resolution, Scope, WriteScope};
+use crate::domain::{KeyDef, Level, PolicyKey, Resolution, Scope, WriteScope};
 use crate::store::{keys, resolve as store_resolve};
 
 /// The four scope fields a caller may pass.
@@ -59,6 +59,9 @@ impl ScopeParams {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/policy-keys", tag = "read",
+    responses((status = 200, description = "the catalog: {keys: [...]}", body = Object),
+              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn keys(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let keys = keys::list(&state.pool).await?;
     Ok(Json(json!({ "keys": keys })))
@@ -69,6 +72,10 @@ pub async fn key_def(state: &AppState, key: Option<&str>) -> Result<KeyDef, ApiE
     let key = key.ok_or_else(|| {
         ApiError::unprocessable("missing_field", "key is required").with_details(json!({ "field": "key" }))
     })?;
+    // A name that cannot be a key is unknown without asking the database.
+    if PolicyKey::parse(key).is_none() {
+        return Err(ApiError::unknown_key(key));
+    }
     keys::get(&state.pool, key).await?.ok_or_else(|| ApiError::unknown_key(key))
 }
 
@@ -89,6 +96,15 @@ pub struct ResolveAnswer {
     audit_id: Option<uuid::Uuid>,
 }
 
+#[utoipa::path(get, path = "/api/v1/policy-values/resolve", tag = "read",
+    params(("key" = String, Query, description = "the policy key"),
+        ("user_id" = Option<String>, Query, description = "the caller's user id"),
+        ("project_id" = Option<String>, Query, description = "the caller's project id"),
+        ("org_id" = Option<String>, Query, description = "the caller's organisation id"),
+        ("plan" = Option<String>, Query, description = "the caller's plan"),
+        ("at" = Option<String>, Query, description = "RFC 3339 time to answer as of")),
+    responses((status = 200, description = "the value, its source, every level consulted and the winning audit id", body = Object),
+              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn resolve(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<ResolveParams>,
@@ -107,6 +123,14 @@ pub async fn resolve(
 
 /// Every key for one scope, with an ETag over the canonical JSON; a matching
 /// `If-None-Match` gets 304 with no body.
+#[utoipa::path(get, path = "/api/v1/policy-values/snapshot", tag = "read",
+    params(("user_id" = Option<String>, Query, description = "the caller's user id"),
+        ("project_id" = Option<String>, Query, description = "the caller's project id"),
+        ("org_id" = Option<String>, Query, description = "the caller's organisation id"),
+        ("plan" = Option<String>, Query, description = "the caller's plan"),),
+    responses((status = 200, description = "every key resolved for the scope, with an ETag", body = Object),
+              (status = 304, description = "unchanged since the If-None-Match ETag"),
+              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn snapshot(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -139,11 +163,15 @@ pub async fn snapshot(
     Ok((StatusCode::OK, [(ETAG, etag_header), cache, json_type], body).into_response())
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "the process serves", body = Object)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Ready when the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses((status = 200, description = "the database answers", body = Object), (status = 503, body = super::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     match sqlx::query("select 1").execute(&state.pool).await {
         Ok(_) => Ok(Json(json!({ "status": "ready" }))),

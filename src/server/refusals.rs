@@ -69,8 +69,10 @@ async fn record(state: &AppState, actor: &str, attempt: Attempt<'_>) {
     }
     // What the request said, as far as it parses; bounded in size.
     let body: serde_json::Value = serde_json::from_slice(attempt.body).unwrap_or_default();
+    // Control characters are dropped: a NUL cannot even be stored.
     let text = |field: &str, max: usize| {
-        body.get(field).and_then(|v| v.as_str()).map(|s| s.chars().take(max).collect::<String>())
+        let raw = body.get(field).and_then(|v| v.as_str())?;
+        Some(raw.chars().filter(|c| !c.is_control() || matches!(c, '\n' | '\t')).take(max).collect::<String>())
     };
     let key = text("key", 128);
     let scope = body.get("scope").and_then(|s| WriteScope::from_json(s).ok());
