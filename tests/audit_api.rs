@@ -271,8 +271,16 @@ async fn a_past_answer_names_the_change_that_made_it_and_history_lists_every_cha
     let then = app.get(&format!("/api/v1/policy-values/resolve?key={KEY}&org_id=acme&at={at}"), &app.reader).await;
     assert_eq!(then.json["value"], json!(45));
     assert_eq!(then.json["audit_id"], first["audit_id"]);
-    let now = app.get(&format!("/api/v1/policy-values/resolve?key={KEY}&org_id=acme"), &app.reader).await;
-    assert_eq!(now.json["audit_id"], second["audit_id"]);
+    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let now = now.replace(':', "%3A").replace('+', "%2B");
+    let latest = app.get(&format!("/api/v1/policy-values/resolve?key={KEY}&org_id=acme&at={now}"), &app.reader).await;
+    assert_eq!(latest.json["audit_id"], second["audit_id"]);
+    let current = app.get(&format!("/api/v1/policy-values/resolve?key={KEY}&org_id=acme"), &app.reader).await;
+    assert_eq!(
+        (current.json["value"].clone(), current.json["audit_id"].clone()),
+        (json!(60), Json::Null),
+        "from memory"
+    );
     let default = app.get(&format!("/api/v1/policy-values/resolve?key={KEY}&org_id=other"), &app.reader).await;
     assert_eq!(default.json["audit_id"], Json::Null);
 

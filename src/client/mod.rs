@@ -98,6 +98,8 @@ pub(crate) struct Shared {
     last_seq: AtomicI64,
     reconnects: AtomicU64,
     events: broadcast::Sender<Change>,
+    /// The last applied seq, for `wait_for`.
+    applied: tokio::sync::watch::Sender<i64>,
 }
 
 impl Shared {
@@ -109,6 +111,7 @@ impl Shared {
             last_seq: AtomicI64::new(0),
             reconnects: AtomicU64::new(0),
             events: broadcast::channel(1024).0,
+            applied: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -139,6 +142,11 @@ impl Shared {
 
     fn last_seq(&self) -> i64 {
         self.last_seq.load(Ordering::Relaxed)
+    }
+
+    fn set_last_seq(&self, seq: i64) {
+        self.last_seq.store(seq, Ordering::Relaxed);
+        self.applied.send_replace(seq);
     }
 
     /// Refuses a fail-closed key while only catalog defaults are known.
@@ -303,6 +311,14 @@ impl PolicyClient {
             rows: self.shared.replica.rows(),
             reconnects: self.shared.reconnects.load(Ordering::Relaxed),
         }
+    }
+
+    /// Waits until the replica has applied `seq` (or a later row), at most
+    /// `timeout`; says whether it has. A server uses it so that a write's
+    /// answer means the write is visible to the next read.
+    pub async fn wait_for(&self, seq: i64, timeout: std::time::Duration) -> bool {
+        let mut applied = self.shared.applied.subscribe();
+        tokio::time::timeout(timeout, applied.wait_for(|&last| last >= seq)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Every change as it is applied. A receiver that falls more than 1,024

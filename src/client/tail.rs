@@ -134,7 +134,7 @@ impl Tail {
         let rows = fresh.rows();
         self.horizon = fresh.horizon();
         self.shared.replica.install(fresh);
-        self.shared.last_seq.store(last_seq, std::sync::atomic::Ordering::Relaxed);
+        self.shared.set_last_seq(last_seq);
         self.loaded = true;
         let ms = started.elapsed().as_millis() as u64;
         tracing::info!(rows, last_seq, ms, "policy-values: replica loaded");
@@ -188,7 +188,7 @@ impl Tail {
                         self.shared.replica.apply(row, horizon)
                     }
                 };
-                self.shared.last_seq.store(row.seq, std::sync::atomic::Ordering::Relaxed);
+                self.shared.set_last_seq(row.seq);
                 if let Some(applied) = applied {
                     let _ = self.shared.events.send(applied);
                 }
@@ -214,7 +214,7 @@ impl Tail {
             match snapshot::read(path) {
                 Ok(restored) => {
                     self.shared.replica.replace(restored.catalog, &restored.rows, restored.horizon);
-                    self.shared.last_seq.store(restored.last_seq, std::sync::atomic::Ordering::Relaxed);
+                    self.shared.set_last_seq(restored.last_seq);
                     self.shared.set_origin(Origin::Snapshot);
                     self.shared.stale_since_ns.store(
                         i64::try_from(restored.written_at.unix_timestamp_nanos()).unwrap_or(i64::MAX),

@@ -87,6 +87,14 @@ impl WriteBody {
     }
 }
 
+/// Waits (briefly) until this server's replica has the row, so the next
+/// read through this server sees the write.
+async fn visible(state: &AppState, seq: i64) {
+    if !state.replica.wait_for(seq, std::time::Duration::from_secs(2)).await {
+        tracing::warn!(seq, "the replica did not apply a write within 2 s");
+    }
+}
+
 fn request_id(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-request-id").and_then(|v| v.to_str().ok())
 }
@@ -112,6 +120,7 @@ pub async fn write(
     let change = body.into_change(&def)?;
     let actor = Actor { principal: &principal.name, request_id: request_id(&headers) };
     let written = values::write(&state.pool, &def, &change, actor).await?;
+    visible(&state, written.value.seq).await;
     Ok((StatusCode::CREATED, Json(written_json(written))))
 }
 
@@ -140,6 +149,7 @@ pub async fn cancel(
     let reason = parse_reason(body.reason.as_deref())?;
     let actor = Actor { principal: &principal.name, request_id: request_id(&headers) };
     let written = values::cancel(&state.pool, id, &reason, actor).await?;
+    visible(&state, written.value.seq).await;
     Ok(Json(written_json(written)))
 }
 

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::store::tokens::{self, Role};
+use crate::store::tokens::Role;
 
 /// Length of the random part of a token, in bytes (256 bits).
 const TOKEN_BYTES: usize = 32;
@@ -44,9 +44,10 @@ pub async fn require(
             "missing bearer token: send Authorization: Bearer <token>",
         ));
     };
-    let principal = tokens::authenticate(&state.pool, token)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown, revoked or expired token"))?;
+    let principal =
+        state.tokens.authenticate(&state.pool, token).await?.ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown, revoked or expired token")
+        })?;
     // The principal rides on the response too, so the audit of refused
     // attempts can name who was refused.
     if !principal.role.allows(needed) {

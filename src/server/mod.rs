@@ -10,6 +10,7 @@ pub mod limits;
 pub mod openapi;
 pub mod read;
 pub mod refusals;
+pub mod token_cache;
 
 use std::future::Future;
 
@@ -31,6 +32,9 @@ pub struct AppState {
     pub pool: PgPool,
     pub writes: std::sync::Arc<limits::WriteLimiter>,
     pub refusals: std::sync::Arc<limits::RefusalLimiter>,
+    pub tokens: std::sync::Arc<token_cache::TokenCache>,
+    /// The server's own replica: current answers come from memory.
+    pub replica: crate::client::PolicyClient,
 }
 
 /// Server settings beyond the database and address.
@@ -48,12 +52,22 @@ impl Default for ServerConfig {
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, config: &ServerConfig) -> AppState {
-        AppState {
+    /// Loads the replica and starts the token-cache listener.
+    pub async fn new(pool: PgPool, config: &ServerConfig) -> std::io::Result<AppState> {
+        let replica = crate::client::PolicyClient::builder()
+            .pool(pool.clone())
+            .connect()
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let tokens = std::sync::Arc::new(token_cache::TokenCache::default());
+        tokens.spawn_listener(pool.clone());
+        Ok(AppState {
             pool,
             writes: std::sync::Arc::new(limits::WriteLimiter::new(config.write_rate)),
             refusals: std::sync::Arc::default(),
-        }
+            tokens,
+            replica,
+        })
     }
 }
 
@@ -130,7 +144,8 @@ impl Application {
 
     pub async fn build_with(pool: PgPool, addr: &str, config: &ServerConfig) -> std::io::Result<Application> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Application { listener, router: router(AppState::new(pool, config), config) })
+        let state = AppState::new(pool, config).await?;
+        Ok(Application { listener, router: router(state, config) })
     }
 
     pub fn port(&self) -> u16 {

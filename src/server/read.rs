@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use super::extract::{parse_time, QueryParams};
 use super::AppState;
+use crate::client::PolicyError;
 use crate::domain::{KeyDef, Level, PolicyKey, Resolution, Scope, WriteScope};
 use crate::store::{keys, resolve as store_resolve};
 
@@ -67,11 +68,13 @@ pub async fn keys(State(state): State<AppState>) -> Result<Json<serde_json::Valu
     Ok(Json(json!({ "keys": keys })))
 }
 
+fn missing_key() -> ApiError {
+    ApiError::unprocessable("missing_field", "key is required").with_details(json!({ "field": "key" }))
+}
+
 /// Looks a key up in the catalog; unknown keys are 422 `unknown_key`.
 pub async fn key_def(state: &AppState, key: Option<&str>) -> Result<KeyDef, ApiError> {
-    let key = key.ok_or_else(|| {
-        ApiError::unprocessable("missing_field", "key is required").with_details(json!({ "field": "key" }))
-    })?;
+    let key = key.ok_or_else(missing_key)?;
     // A name that cannot be a key is unknown without asking the database.
     if PolicyKey::parse(key).is_none() {
         return Err(ApiError::unknown_key(key));
@@ -88,7 +91,8 @@ pub struct ResolveParams {
     scope: ScopeParams,
 }
 
-/// A resolution with the audit record of the change that won, if any.
+/// A resolution; with `at`, also the audit record of the change that won
+/// (current answers come from memory and leave it null: see `history`).
 #[derive(Debug, serde::Serialize)]
 pub struct ResolveAnswer {
     #[serde(flatten)]
@@ -109,11 +113,24 @@ pub async fn resolve(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<ResolveParams>,
 ) -> Result<Json<ResolveAnswer>, ApiError> {
-    let def = key_def(&state, params.key.as_deref()).await?;
     let scope = params.scope.to_scope()?;
     let at = params.at.as_deref().map(|raw| parse_time("at", raw)).transpose()?;
+    let Some(at) = at else {
+        // Now: from the server's replica, no database round trip.
+        let key = params.key.as_deref().ok_or_else(|| missing_key())?;
+        let explained = state.replica.explain(&scope, key).map_err(|e| match e {
+            PolicyError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "no value is known: the database is unreachable",
+            ),
+            _ => ApiError::unknown_key(key),
+        })?;
+        return Ok(Json(ResolveAnswer { resolution: explained.resolution, audit_id: None }));
+    };
+    let def = key_def(&state, params.key.as_deref()).await?;
     let mut conn = state.pool.acquire().await.map_err(crate::store::StoreError::from)?;
-    let resolution = store_resolve::resolve(&mut conn, &def, &scope, at).await?;
+    let resolution = store_resolve::resolve(&mut conn, &def, &scope, Some(at)).await?;
     let audit_id = match resolution.source.value_id {
         Some(value_id) => crate::store::audit_query::id_for_value(&mut *conn, value_id).await?,
         None => None,

@@ -52,6 +52,8 @@ pub struct Principal {
     pub token_id: Uuid,
     pub name: String,
     pub role: Role,
+    #[serde(skip)]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// Compares two hashes in time independent of where they differ.
@@ -90,7 +92,7 @@ pub async fn insert(
 pub async fn authenticate(executor: impl PgExecutor<'_>, token: &str) -> Result<Option<Principal>, StoreError> {
     let presented = hash_token(token);
     let row = sqlx::query!(
-        "select id, name, role, token_hash from api_tokens
+        "select id, name, role, token_hash, expires_at from api_tokens
          where token_hash = $1 and revoked_at is null and (expires_at is null or expires_at > now())",
         presented
     )
@@ -99,7 +101,7 @@ pub async fn authenticate(executor: impl PgExecutor<'_>, token: &str) -> Result<
     row.filter(|r| constant_time_eq(&r.token_hash, &presented))
         .map(|r| {
             let role = Role::parse(&r.role).ok_or_else(|| StoreError::Corrupt(format!("token role {:?}", r.role)))?;
-            Ok(Principal { token_id: r.id, name: r.name, role })
+            Ok(Principal { token_id: r.id, name: r.name, role, expires_at: r.expires_at })
         })
         .transpose()
 }
