@@ -117,7 +117,7 @@ pub async fn resolve(
     let at = params.at.as_deref().map(|raw| parse_time("at", raw)).transpose()?;
     let Some(at) = at else {
         // Now: from the server's replica, no database round trip.
-        let key = params.key.as_deref().ok_or_else(|| missing_key())?;
+        let key = params.key.as_deref().ok_or_else(missing_key)?;
         let explained = state.replica.explain(&scope, key).map_err(|e| match e {
             PolicyError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
