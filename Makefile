@@ -136,6 +136,9 @@ bench:
 	@URL=$$($(DEV_DB) policy_values_bench)
 	echo "==> DATABASE_URL=$$URL SQLX_OFFLINE=true $(CARGO) bench" >&2
 	DATABASE_URL="$$URL" SQLX_OFFLINE=true $(CARGO) bench
+	LOAD_URL=$$($(DEV_DB) policy_values_load)
+	echo "==> DATABASE_URL=$$LOAD_URL scripts/bench-load.sh" >&2
+	DATABASE_URL="$$LOAD_URL" scripts/bench-load.sh
 
 db-url:
 	@$(DEV_DB) policy_values

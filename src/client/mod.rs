@@ -289,6 +289,11 @@ impl PolicyClient {
         self.key(key)
     }
 
+    /// A key's catalog definition, as the replica holds it.
+    pub fn key_def(&self, key: &str) -> Option<KeyDef> {
+        Some(self.shared.replica.slot(key)?.read().def.clone())
+    }
+
     /// The answer with every level consulted and where it came from.
     pub fn explain(&self, scope: &Scope, key: &str) -> Result<Explanation, PolicyError> {
         let slot = self.shared.replica.slot(key).ok_or_else(|| PolicyError::UnknownKey(key.to_string()))?;

@@ -151,7 +151,11 @@ impl Tail {
                 received = listener.try_recv() => match received {
                     Ok(Some(n)) if n.channel() == "policy_keys" => self.reload_catalog().await,
                     Ok(Some(n)) if n.payload().parse::<i64>().is_ok_and(|seq| seq <= self.shared.last_seq()) => Ok(()),
-                    Ok(Some(_)) => self.catch_up().await,
+                    Ok(Some(_)) => {
+                        // A burst of writes: one read covers every notification already here.
+                        while listener.next_buffered().is_some() {}
+                        self.catch_up().await
+                    }
                     Ok(None) => Err(TailError::Lost),
                     Err(e) => Err(e.into()),
                 },

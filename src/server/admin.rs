@@ -100,7 +100,7 @@ fn request_id(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn written_json(written: Written) -> serde_json::Value {
-    json!({ "value": written.value, "old_value": written.old_value, "audit_id": written.audit.id, "audit_seq": written.audit.seq })
+    json!({ "value": written.value, "old_value": written.old_value, "audit_id": written.audit_id, "audit_seq": written.audit_seq })
 }
 
 #[tracing::instrument(skip_all, fields(key, principal = %principal.name))]
@@ -115,7 +115,12 @@ pub async fn write(
     JsonBody(body): JsonBody<WriteBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     state.writes.take(principal.token_id).map_err(ApiError::rate_limited)?;
-    let def = key_def(&state, body.key.as_deref()).await?;
+    // The catalog from the server's replica (it follows catalog changes);
+    // the database only when the replica does not know the key.
+    let def = match body.key.as_deref().and_then(|k| state.replica.key_def(k)) {
+        Some(def) => def,
+        None => key_def(&state, body.key.as_deref()).await?,
+    };
     tracing::Span::current().record("key", def.key.as_str());
     let change = body.into_change(&def)?;
     let actor = Actor { principal: &principal.name, request_id: request_id(&headers) };

@@ -59,10 +59,13 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Takes the write lock that serialises every write (see the first migration).
-pub async fn lock_writes(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query!("select policy_values_write_lock() as locked").fetch_one(&mut *conn).await?;
-    Ok(())
+/// Takes the write lock that serialises every write (see the first
+/// migration) and returns the database clock once it is held: one round trip.
+pub async fn lock_writes(conn: &mut PgConnection) -> Result<OffsetDateTime, StoreError> {
+    let now = sqlx::query_scalar!(r#"select clock_timestamp() as "now!" from (select policy_values_write_lock()) l"#)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(now)
 }
 
 /// The database clock now (not the transaction start).

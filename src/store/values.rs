@@ -7,8 +7,7 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::audit::{self, AuditRecord, NewAuditRecord};
-use super::{db_now, lock_writes, StoreError};
+use super::{lock_writes, StoreError};
 use crate::domain::resolve::entry_at;
 use crate::domain::{Entry, KeyDef, Level, Value, WriteScope};
 
@@ -59,7 +58,8 @@ pub struct Written {
     pub value: ValueRow,
     /// What the change replaced (for a cancel: the cancelled scheduled value).
     pub old_value: Option<serde_json::Value>,
-    pub audit: AuditRecord,
+    pub audit_id: Uuid,
+    pub audit_seq: i64,
 }
 
 /// Applies a change: under the write lock, checks `old_value`, inserts the
@@ -67,19 +67,18 @@ pub struct Written {
 /// listeners at commit). Nothing is written if any check fails.
 pub async fn write(pool: &PgPool, def: &KeyDef, change: &Change, actor: Actor<'_>) -> Result<Written, StoreError> {
     let mut tx = pool.begin().await?;
-    lock_writes(&mut tx).await?;
-    let now = db_now(&mut tx).await?;
+    // Everything from here to the commit holds the write lock: keep it to
+    // three round trips (lock and clock, both histories, both inserts).
+    let now = lock_writes(&mut tx).await?;
     let effective_at = match change.effective_at {
         None => now,
         Some(t) if t < now - PAST_TOLERANCE => return Err(StoreError::EffectiveAtInPast { now }),
         Some(t) => t.max(now),
     };
     let (level, scope_id) = (change.scope.level(), change.scope.id());
-    let here = history(&mut tx, def, level, scope_id).await?;
-    let replaced = match entry_at(&here, Some(now)).and_then(|e| e.value.clone()) {
-        Some(stored) => stored,
-        None => global_value(&mut tx, def, now).await?,
-    };
+    let (here, global) = histories(&mut tx, def, level, scope_id).await?;
+    let global_now = entry_at(&global, Some(now)).and_then(|e| e.value.clone()).unwrap_or_else(|| def.default.clone());
+    let replaced = entry_at(&here, Some(now)).and_then(|e| e.value.clone()).unwrap_or(global_now);
     if replaced != change.old_value {
         return Err(StoreError::StaleOldValue { current: replaced });
     }
@@ -87,45 +86,136 @@ pub async fn write(pool: &PgPool, def: &KeyDef, change: &Change, actor: Actor<'_
         return Err(StoreError::NotOverridden);
     }
     let new_json = change.value.as_ref().map(Value::to_json);
-    let row = append_row(
-        &mut tx,
-        def.key.as_str(),
-        level,
+    let row = NewRow {
+        kind: if new_json.is_some() { "set" } else { "unset" },
+        key: def.key.as_str(),
+        level: level.as_str(),
         scope_id,
-        new_json.clone(),
+        value: new_json.clone(),
         effective_at,
-        actor.principal,
-        &change.reason,
-    )
-    .await?;
-    let record = NewAuditRecord {
-        actor: actor.principal,
+        reason: &change.reason,
+        cancels_seq: None,
+    };
+    let audit = RowAudit {
         action: if change.value.is_some() { "policy_value.set" } else { "policy_value.unset" },
-        policy_key: Some(def.key.as_str()),
-        scope_level: Some(level.as_str()),
-        scope_id: Some(scope_id),
-        effective_at: Some(effective_at),
-        request_id: actor.request_id,
-        value_seq: Some(row.seq),
+        effective_at,
         metadata: serde_json::json!({
             "policy_key": def.key.as_str(),
             "scope": change.scope.to_json(),
             "old_value": replaced.to_json(),
             "new_value": new_json,
             "reason": change.reason,
-            "value_id": row.id,
         }),
-        ..Default::default()
     };
-    let audit = audit::append(&mut *tx, &record).await?;
+    let (value, audit_id, audit_seq) = insert_audited(&mut tx, &row, &audit, actor).await?;
     tx.commit().await?;
-    Ok(Written { value: row, old_value: Some(replaced.to_json()), audit })
+    Ok(Written { value, old_value: Some(replaced.to_json()), audit_id, audit_seq })
 }
 
-/// The key's global value at `at`: an admin-set global row, else the default.
-async fn global_value(conn: &mut PgConnection, def: &KeyDef, at: OffsetDateTime) -> Result<Value, StoreError> {
-    let global = history(conn, def, Level::Global, "").await?;
-    Ok(entry_at(&global, Some(at)).and_then(|e| e.value.clone()).unwrap_or_else(|| def.default.clone()))
+/// A value row to insert.
+struct NewRow<'a> {
+    kind: &'static str,
+    key: &'a str,
+    level: &'a str,
+    scope_id: &'a str,
+    value: Option<serde_json::Value>,
+    effective_at: OffsetDateTime,
+    reason: &'a str,
+    cancels_seq: Option<i64>,
+}
+
+/// The audit record of a value row; `metadata` gets the row's id added.
+struct RowAudit {
+    action: &'static str,
+    effective_at: OffsetDateTime,
+    metadata: serde_json::Value,
+}
+
+/// Inserts a value row and its audit record in one statement.
+async fn insert_audited(
+    conn: &mut PgConnection,
+    row: &NewRow<'_>,
+    audit: &RowAudit,
+    actor: Actor<'_>,
+) -> Result<(ValueRow, Uuid, i64), StoreError> {
+    let r = sqlx::query!(
+        r#"with v as (
+               insert into policy_values (kind, key, level, scope_id, value, effective_at, actor, reason, cancels_seq)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+               returning id, seq, kind, key, level, scope_id, value, effective_at, actor, reason, created_at
+           ), a as (
+               insert into audit_logs (actor, action, policy_key, scope_level, scope_id, effective_at, request_id,
+                                       value_seq, metadata, prev_hash, hash)
+               select v.actor, $10, v.key, v.level, v.scope_id, $11, $12, v.seq,
+                      $13::jsonb || jsonb_build_object('value_id', v.id), '', ''
+               from v
+               returning id, seq
+           )
+           select v.id as "id!", v.seq as "seq!", v.kind as "kind!", v.key as "key!", v.level as "level!",
+                  v.scope_id as "scope_id!", v.value, v.effective_at as "effective_at!", v.actor as "actor!",
+                  v.reason as "reason!", v.created_at as "created_at!", a.id as "audit_id!", a.seq as "audit_seq!"
+           from v, a"#,
+        row.kind,
+        row.key,
+        row.level,
+        row.scope_id,
+        row.value,
+        row.effective_at,
+        actor.principal,
+        row.reason,
+        row.cancels_seq,
+        audit.action,
+        audit.effective_at,
+        actor.request_id,
+        audit.metadata,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let value = ValueRow {
+        id: r.id,
+        seq: r.seq,
+        kind: r.kind,
+        key: r.key,
+        level: r.level,
+        scope_id: r.scope_id,
+        value: r.value,
+        effective_at: r.effective_at,
+        actor: r.actor,
+        reason: r.reason,
+        created_at: r.created_at,
+    };
+    Ok((value, r.audit_id, r.audit_seq))
+}
+
+/// The histories a write needs, in one query: at its scope, and global.
+async fn histories(
+    conn: &mut PgConnection,
+    def: &KeyDef,
+    level: Level,
+    scope_id: &str,
+) -> Result<(Vec<Entry>, Vec<Entry>), StoreError> {
+    let rows = sqlx::query!(
+        r#"select level as "level!", seq as "seq!", id as "id!", value, effective_at as "effective_at!"
+           from policy_value_history
+           where key = $1 and ((level = $2 and scope_id = $3) or level = 'global')
+           order by effective_at, seq"#,
+        def.key.as_str(),
+        level.as_str(),
+        scope_id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let (mut here, mut global) = (Vec::new(), Vec::new());
+    for r in rows {
+        let entry = Entry { seq: r.seq, id: r.id, effective_at: r.effective_at, value: typed(def, r.value)? };
+        if r.level == level.as_str() {
+            here.push(entry.clone());
+        }
+        if r.level == "global" {
+            global.push(entry);
+        }
+    }
+    Ok((here, global))
 }
 
 /// Inserts one set (`value` given) or unset (`None`) row. The database
@@ -200,8 +290,7 @@ pub(crate) fn typed(def: &KeyDef, json: Option<serde_json::Value>) -> Result<Opt
 /// `cancel` row naming it and an audit record, in one transaction.
 pub async fn cancel(pool: &PgPool, value_id: Uuid, reason: &str, actor: Actor<'_>) -> Result<Written, StoreError> {
     let mut tx = pool.begin().await?;
-    lock_writes(&mut tx).await?;
-    let now = db_now(&mut tx).await?;
+    let now = lock_writes(&mut tx).await?;
     let target = sqlx::query!(
         r#"select v.seq, v.kind, v.key, v.level, v.scope_id, v.value, v.effective_at,
                   exists (select 1 from policy_values c where c.cancels_seq = v.seq) as "cancelled!"
@@ -217,33 +306,22 @@ pub async fn cancel(pool: &PgPool, value_id: Uuid, reason: &str, actor: Actor<'_
     if target.kind == "cancel" || target.effective_at <= now {
         return Err(StoreError::NotScheduled);
     }
-    let row = sqlx::query_as!(
-        ValueRow,
-        "insert into policy_values (kind, key, level, scope_id, value, effective_at, actor, reason, cancels_seq)
-         values ('cancel', $1, $2, $3, null, $4, $5, $6, $7)
-         returning id, seq, kind, key, level, scope_id, value, effective_at, actor, reason, created_at",
-        target.key,
-        target.level,
-        target.scope_id,
-        now,
-        actor.principal,
-        reason,
-        target.seq,
-    )
-    .fetch_one(&mut *tx)
-    .await?;
     let scope = WriteScope::at(Level::parse(&target.level).unwrap_or(Level::Global), &target.scope_id)
         .map(|s| s.to_json())
         .unwrap_or_default();
-    let record = NewAuditRecord {
-        actor: actor.principal,
+    let row = NewRow {
+        kind: "cancel",
+        key: &target.key,
+        level: &target.level,
+        scope_id: &target.scope_id,
+        value: None,
+        effective_at: now,
+        reason,
+        cancels_seq: Some(target.seq),
+    };
+    let audit = RowAudit {
         action: "policy_value.cancel",
-        policy_key: Some(&target.key),
-        scope_level: Some(&target.level),
-        scope_id: Some(&target.scope_id),
-        effective_at: Some(target.effective_at),
-        request_id: actor.request_id,
-        value_seq: Some(row.seq),
+        effective_at: target.effective_at,
         metadata: serde_json::json!({
             "policy_key": target.key,
             "scope": scope,
@@ -251,13 +329,11 @@ pub async fn cancel(pool: &PgPool, value_id: Uuid, reason: &str, actor: Actor<'_
             "new_value": null,
             "reason": reason,
             "cancelled_value_id": value_id,
-            "value_id": row.id,
         }),
-        ..Default::default()
     };
-    let audit = audit::append(&mut *tx, &record).await?;
+    let (value, audit_id, audit_seq) = insert_audited(&mut tx, &row, &audit, actor).await?;
     tx.commit().await?;
-    Ok(Written { old_value: target.value, value: row, audit })
+    Ok(Written { old_value: target.value, value, audit_id, audit_seq })
 }
 
 /// One scope's override of a key: what is in force now and what is scheduled.

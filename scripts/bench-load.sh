@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Load figures against a release build on loopback (issue 5): resolve and
+# /healthz throughput at 64 connections with wrk (Debian's package,
+# installed if missing), then admin writes (benches/admin_writes.rs).
+# Usage: DATABASE_URL=... scripts/bench-load.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+: "${DATABASE_URL:?DATABASE_URL must be set (make bench sets it)}"
+ADDR=127.0.0.1:18088
+TARGET="${CARGO_TARGET_DIR:-target}"
+DURATION="${LOAD_SECONDS:-10}"
+
+if ! command -v wrk >/dev/null; then
+    echo "==> installing wrk (Debian's package)" >&2
+    apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+fi
+SQLX_OFFLINE=true cargo build --release --bin policy-values >&2
+BIN="$TARGET/release/policy-values"
+"$BIN" migrate >/dev/null
+READER=$("$BIN" token create --role reader --name load-reader | tail -n 1)
+ADMIN=$("$BIN" token create --role admin --name load-admin | tail -n 1)
+RUST_LOG=warn POLICY_VALUES_ADDR=$ADDR POLICY_VALUES_WRITE_RATE=1000000 POLICY_VALUES_WRITE_BURST=1000000 \
+    "$BIN" serve >/tmp/policy-values-load-server.log 2>&1 &
+SERVER=$!
+cleanup() {
+    kill "$SERVER" 2>/dev/null || true
+    "$BIN" token revoke load-reader >/dev/null 2>&1 || true
+    "$BIN" token revoke load-admin >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+for _ in $(seq 1 300); do curl -fs "http://$ADDR/readyz" >/dev/null && break; sleep 0.1; done
+
+run_wrk() { # name, then wrk arguments
+    local name=$1; shift
+    local out
+    out=$(wrk -t2 -c64 -d"${DURATION}s" --latency "$@")
+    local rps p99
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    echo "$name: $rps requests/s, p99 $p99 (wrk -t2 -c64 -d${DURATION}s)"
+    echo "$rps"
+}
+RESOLVE="http://$ADDR/api/v1/policy-values/resolve?key=allocation.max_concurrent_per_user&user_id=u1&project_id=p1&org_id=o1&plan=pro"
+health=$(run_wrk "GET /healthz" "http://$ADDR/healthz")
+resolve=$(run_wrk "GET resolve (reader token, five-level scope)" -H "Authorization: Bearer $READER" "$RESOLVE")
+head -n 1 <<<"$health"
+head -n 1 <<<"$resolve"
+awk -v r="$(tail -n 1 <<<"$resolve")" -v h="$(tail -n 1 <<<"$health")" \
+    'BEGIN { printf "resolve / healthz throughput ratio: %.2f\n", r / h }'
+
+POLICY_VALUES_URL="http://$ADDR" POLICY_VALUES_TOKEN="$ADMIN" SQLX_OFFLINE=true cargo bench --bench admin_writes 2>/dev/null \
+    | grep -E '^admin writes'
