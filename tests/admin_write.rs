@@ -270,3 +270,30 @@ async fn an_effective_at_within_the_skew_tolerance_is_taken_as_now(pool: PgPool)
     .unwrap();
     assert!(stored > sent + time::Duration::seconds(10), "stored {stored} is now, not the sent {sent}");
 }
+
+#[sqlx::test]
+async fn the_database_refuses_a_value_outside_its_bounds_even_from_a_stale_catalog(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    let at = time::OffsetDateTime::now_utc();
+    let level = policy_values::domain::Level::Org;
+    let over =
+        policy_values::store::values::append_row(&mut conn, KEY, level, "acme", Some(json!(366)), at, "me", "r").await;
+    assert!(matches!(over, Err(policy_values::store::StoreError::OutOfBounds(_))), "{over:?}");
+    let typed =
+        policy_values::store::values::append_row(&mut conn, KEY, level, "acme", Some(json!("30")), at, "me", "r").await;
+    assert!(matches!(typed, Err(policy_values::store::StoreError::OutOfBounds(_))), "{typed:?}");
+    let enumerated = policy_values::store::values::append_row(
+        &mut conn,
+        "allocation.isolation_model",
+        level,
+        "acme",
+        Some(json!("none")),
+        at,
+        "me",
+        "r",
+    )
+    .await;
+    assert!(matches!(enumerated, Err(policy_values::store::StoreError::OutOfBounds(_))), "{enumerated:?}");
+    assert_eq!(app.counts().await.0, 0);
+}

@@ -90,6 +90,27 @@ pub struct Explanation {
 
 const NOT_STALE: i64 = i64::MIN;
 
+/// Reads are counted per thread and added to `READS` 256 at a time, so the
+/// hot path touches no shared cache line; the tail publishes the total.
+static READS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static PENDING_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+#[inline]
+fn count_read() {
+    PENDING_READS.with(|pending| {
+        let n = pending.get() + 1;
+        if n >= 256 {
+            READS.fetch_add(n, Ordering::Relaxed);
+            pending.set(0);
+        } else {
+            pending.set(n);
+        }
+    });
+}
+
 /// What the client and its background task share.
 pub(crate) struct Shared {
     replica: Replica,
@@ -147,6 +168,25 @@ impl Shared {
     fn set_last_seq(&self, seq: i64) {
         self.last_seq.store(seq, Ordering::Relaxed);
         self.applied.send_replace(seq);
+    }
+
+    /// Records the replica's state through the `metrics` facade (a no-op
+    /// unless the service installed a recorder).
+    fn publish_metrics(&self, reads_published: &mut u64) {
+        metrics::gauge!("policy_values_client_replica_rows").set(self.replica.rows() as f64);
+        metrics::gauge!("policy_values_client_last_applied_seq").set(self.last_seq() as f64);
+        let stale = self.stale_since().map_or(0.0, |t| (OffsetDateTime::now_utc() - t).as_seconds_f64());
+        metrics::gauge!("policy_values_client_staleness_seconds").set(stale);
+        metrics::counter!("policy_values_client_reconnects_total").absolute(self.reconnects.load(Ordering::Relaxed));
+        let reads = READS.load(Ordering::Relaxed);
+        let source = match self.origin() {
+            Origin::Live => "live",
+            Origin::Snapshot => "snapshot",
+            Origin::Default => "default",
+            Origin::Fixed => "fixed",
+        };
+        metrics::counter!("policy_values_client_reads_total", "source" => source).increment(reads - *reads_published);
+        *reads_published = reads;
     }
 
     /// Refuses a fail-closed key while only catalog defaults are known.
@@ -214,6 +254,7 @@ pub struct Handle<T> {
 
 impl<T: PolicyType + Clone> Handle<T> {
     pub fn get(&self, scope: &Scope) -> T {
+        count_read();
         let state = self.slot.read();
         T::from_value(state.resolve(scope, state.now()).value).unwrap_or_else(|| self.fallback.clone())
     }
@@ -245,6 +286,7 @@ impl PolicyClient {
 
     /// Reads a key as `T` for `scope`.
     pub fn get<T: PolicyType>(&self, scope: &Scope, key: &str) -> Result<T, PolicyError> {
+        count_read();
         let slot = self.shared.replica.slot(key).ok_or_else(|| PolicyError::UnknownKey(key.to_string()))?;
         let state = slot.read();
         self.check_type::<T>(&state)?;

@@ -53,11 +53,20 @@ struct Tail {
     loaded: bool,
     horizon: OffsetDateTime,
     snapshot_due: Option<Instant>,
+    /// When rows were last read, for the safety poll.
+    last_read: Instant,
 }
 
 pub async fn run(shared: Arc<Shared>, pool: PgPool, config: TailConfig, ready: oneshot::Sender<()>) {
-    let mut tail =
-        Tail { shared, pool, config, loaded: false, horizon: OffsetDateTime::UNIX_EPOCH, snapshot_due: None };
+    let mut tail = Tail {
+        shared,
+        pool,
+        config,
+        loaded: false,
+        horizon: OffsetDateTime::UNIX_EPOCH,
+        snapshot_due: None,
+        last_read: Instant::now(),
+    };
     let mut ready = Some(ready);
     let mut backoff = BACKOFF_FIRST;
     let mut sessions = 0u64;
@@ -142,9 +151,12 @@ impl Tail {
         Ok(())
     }
 
-    /// Follows notifications until the connection fails.
+    /// Follows notifications until the connection fails; publishes the
+    /// replica's metrics after each step and at least every 5 s.
     async fn follow(&mut self, listener: &mut PgListener) -> TailError {
+        let mut reads_published = 0;
         loop {
+            self.shared.publish_metrics(&mut reads_published);
             let next_change = self.shared.replica.next_change();
             let until_change = next_change.map(|t| (t - OffsetDateTime::now_utc()).max(time::Duration::ZERO));
             let step = tokio::select! {
@@ -159,7 +171,7 @@ impl Tail {
                     Ok(None) => Err(TailError::Lost),
                     Err(e) => Err(e.into()),
                 },
-                () = sleep(self.config.safety_poll) => self.catch_up().await,
+                () = sleep(self.config.safety_poll.min(Duration::from_secs(5))) => self.poll_if_due().await,
                 () = sleep(until_change.map_or(Duration::MAX, |d| d.unsigned_abs())), if until_change.is_some() => {
                     self.shared.replica.recheck_schedules(OffsetDateTime::now_utc());
                     Ok(())
@@ -175,8 +187,17 @@ impl Tail {
         }
     }
 
+    /// The safety poll, when its interval has passed since the last read.
+    async fn poll_if_due(&mut self) -> Result<(), TailError> {
+        if self.last_read.elapsed() >= self.config.safety_poll {
+            return self.catch_up().await;
+        }
+        Ok(())
+    }
+
     /// Applies every row newer than the last applied one, in seq order.
     async fn catch_up(&mut self) -> Result<(), TailError> {
+        self.last_read = Instant::now();
         loop {
             let (rows, horizon) = load::after(&self.pool, self.shared.last_seq(), BATCH).await?;
             let Some(horizon) = horizon else {

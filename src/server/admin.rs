@@ -125,6 +125,7 @@ pub async fn write(
     let change = body.into_change(&def)?;
     let actor = Actor { principal: &principal.name, request_id: request_id(&headers) };
     let written = values::write(&state.pool, &def, &change, actor).await?;
+    super::metrics::admin_write("success", "created");
     visible(&state, written.value.seq).await;
     Ok((StatusCode::CREATED, Json(written_json(written))))
 }
@@ -154,6 +155,7 @@ pub async fn cancel(
     let reason = parse_reason(body.reason.as_deref())?;
     let actor = Actor { principal: &principal.name, request_id: request_id(&headers) };
     let written = values::cancel(&state.pool, id, &reason, actor).await?;
+    super::metrics::admin_write("success", "cancelled");
     visible(&state, written.value.seq).await;
     Ok(Json(written_json(written)))
 }

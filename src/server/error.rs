@@ -113,6 +113,7 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "not_overridden", "nothing is stored at this scope to remove")
             }
             StoreError::NotFound => ApiError::not_found("no such value row"),
+            StoreError::OutOfBounds(message) => ApiError::unprocessable("out_of_bounds", message),
             StoreError::NotScheduled => ApiError::new(
                 StatusCode::CONFLICT,
                 "not_scheduled",

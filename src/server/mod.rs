@@ -7,6 +7,7 @@ pub mod cli;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod read;
 pub mod refusals;
@@ -54,6 +55,7 @@ impl Default for ServerConfig {
 impl AppState {
     /// Loads the replica and starts the token-cache listener.
     pub async fn new(pool: PgPool, config: &ServerConfig) -> std::io::Result<AppState> {
+        metrics::install();
         let replica = crate::client::PolicyClient::builder()
             .pool(pool.clone())
             .connect()
@@ -98,8 +100,10 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             guarded(admin, Role::Admin).layer(middleware::from_fn_with_state(state.clone(), refusals::audit_refusals)),
         )
         .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/metrics", get(metrics::render))
         .route("/healthz", get(read::healthz))
         .route("/readyz", get(read::readyz))
+        .route_layer(middleware::from_fn(metrics::track))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")

@@ -32,6 +32,7 @@ pub async fn audit_refusals(State(state): State<AppState>, req: Request, next: N
     };
     if response.status().is_client_error() {
         let code = response.extensions().get::<ErrorCode>().map_or("refused", |c| c.0);
+        super::metrics::admin_write("refused", code);
         let principal = response.extensions().get::<Principal>().map(|p| p.name.clone());
         let attempt = Attempt { action, code, status: response.status().as_u16(), request_id, body: &bytes };
         record(&state, principal.as_deref().unwrap_or(ANONYMOUS), attempt).await;

@@ -114,6 +114,7 @@ pub async fn append(executor: impl PgExecutor<'_>, record: &NewAuditRecord<'_>) 
     )
     .fetch_one(executor)
     .await?;
+    metrics::counter!("policy_values_audit_rows_total").increment(1);
     Ok(row.into())
 }
 

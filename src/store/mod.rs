@@ -34,12 +34,26 @@ pub enum StoreError {
     AlreadyCancelled,
     #[error("catalog change refused: {} stored value(s) would fall outside the new definition", .0.len())]
     CatalogConflict(Vec<keys::OffendingValue>),
+    #[error("{0}")]
+    OutOfBounds(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// Named constraint violations become the refusals they stand for.
+    fn from(err: sqlx::Error) -> StoreError {
+        match err.as_database_error() {
+            Some(db) if db.constraint() == Some("policy_values_within_bounds") => {
+                StoreError::OutOfBounds(db.message().to_string())
+            }
+            _ => StoreError::Database(err),
+        }
+    }
 }
 
 /// A pool for `database_url`, with bounded connect time.

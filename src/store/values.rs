@@ -184,6 +184,8 @@ async fn insert_audited(
         reason: r.reason,
         created_at: r.created_at,
     };
+    metrics::counter!("policy_values_audit_rows_total").increment(1);
+    metrics::counter!("policy_values_notifications_total").increment(1);
     Ok((value, r.audit_id, r.audit_seq))
 }
 
@@ -249,6 +251,7 @@ pub async fn append_row(
     )
     .fetch_one(&mut *conn)
     .await?;
+    metrics::counter!("policy_values_notifications_total").increment(1);
     Ok(row)
 }
 
