@@ -14,12 +14,16 @@ pub struct Cli {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
+    #[command(flatten)]
+    pub remote: super::remote::Connection,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    #[command(flatten)]
+    Remote(super::remote::RemoteCommand),
     /// Migrate, sync the catalog, then serve the HTTP API.
     Serve {
         /// Address to listen on.
@@ -52,11 +56,9 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// The audit log, read from the database directly.
-    Audit {
-        #[command(subcommand)]
-        command: AuditCommand,
-    },
+    /// Query the audit log over HTTP (filters, --format table|json|csv), or
+    /// `audit verify` the hash chain from the database directly.
+    Audit(AuditArgs),
     /// Report constants in source code named like a policy key (exit 1 on findings).
     Lint {
         /// Files or directories (Rust, Go, TypeScript/JavaScript, Python).
@@ -69,6 +71,15 @@ pub enum Command {
         #[command(flatten)]
         catalog: CatalogArg,
     },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+    #[command(flatten)]
+    pub query: super::remote::AuditFlags,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,8 +117,15 @@ pub enum TokenCommand {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
-    if let Command::Lint { paths, format, catalog } = &cli.command {
-        return lint(cli.database_url.as_deref(), paths, format, catalog).await;
+    match cli.command {
+        Command::Lint { paths, format, catalog } => {
+            return lint(cli.database_url.as_deref(), &paths, &format, &catalog).await;
+        }
+        Command::Remote(command) => return super::remote::run(cli.remote, command).await,
+        Command::Audit(AuditArgs { command: None, query }) => {
+            return super::remote::audit_command(cli.remote, query).await;
+        }
+        _ => {}
     }
     let url = cli.database_url.ok_or("DATABASE_URL is not set (use --database-url or the environment)")?;
     match cli.command {
@@ -164,8 +182,9 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 n => println!("revoked {n} token(s)"),
             }
         }
-        Command::Audit { command: AuditCommand::Verify } => audit_verify(&url).await?,
-        Command::Lint { .. } => unreachable!("handled above"),
+        Command::Audit(AuditArgs { command: Some(AuditCommand::Verify), .. }) => audit_verify(&url).await?,
+        Command::Audit(AuditArgs { command: None, .. }) => unreachable!("handled above"),
+        Command::Lint { .. } | Command::Remote(_) => unreachable!("handled above"),
     }
     Ok(())
 }

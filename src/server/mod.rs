@@ -11,6 +11,8 @@ pub mod metrics;
 pub mod openapi;
 pub mod read;
 pub mod refusals;
+pub mod remote;
+pub mod remote_format;
 pub mod token_cache;
 
 use std::future::Future;

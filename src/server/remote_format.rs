@@ -1,0 +1,163 @@
+//! Plain-text tables for the CLI's HTTP commands, and typing a value typed
+//! on the command line.
+
+use serde_json::Value;
+
+/// Reads a command-line value as the key's type: `45`, `true`, or any text.
+pub fn typed(raw: &str, value_type: &str) -> Result<Value, String> {
+    match value_type {
+        "int" => raw.parse::<i64>().map(Value::from).map_err(|_| format!("{raw:?} is not a whole number")),
+        "bool" => raw.parse::<bool>().map(Value::from).map_err(|_| format!("{raw:?} is not true or false")),
+        _ => Ok(Value::from(raw)),
+    }
+}
+
+/// A cell's text: strings bare, null as `-`, objects summarised, anything
+/// else as JSON.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Object(_) => "{...}".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+fn items<'a>(json: &'a Value, field: &str) -> &'a [Value] {
+    json[field].as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+fn scope_text(level: &Value, scope_id: &Value) -> String {
+    match (level.as_str(), scope_id.as_str()) {
+        (Some("global"), _) | (None, _) => "global".into(),
+        (Some(level), Some(id)) => format!("{level} {id}"),
+        (Some(level), None) => level.into(),
+    }
+}
+
+pub fn keys(json: &Value) -> String {
+    let rows = items(json, "keys")
+        .iter()
+        .map(|k| {
+            let bounds = match (&k["bounds"]["min"], &k["bounds"]["enum"]) {
+                (Value::Number(_), _) => format!("{}..{}", k["bounds"]["min"], k["bounds"]["max"]),
+                (_, Value::Array(values)) => values.iter().map(cell).collect::<Vec<_>>().join("|"),
+                _ => "true|false".into(),
+            };
+            vec![cell(&k["key"]), cell(&k["type"]), cell(&k["default"]), bounds, cell(&k["unit"])]
+        })
+        .collect();
+    table(&["KEY", "TYPE", "DEFAULT", "BOUNDS", "UNIT"], rows)
+}
+
+pub fn resolution(json: &Value, explain: bool) -> String {
+    let source = &json["source"];
+    let mut out = format!("{}  ({})\n", cell(&json["value"]), scope_text(&source["level"], &source["scope_id"]));
+    if explain {
+        let rows = items(json, "explain")
+            .iter()
+            .map(|r| {
+                let won = if r["won"] == Value::Bool(true) { "<-" } else { "" };
+                vec![cell(&r["level"]), cell(&r["scope_id"]), cell(&r["state"]), cell(&r["value"]), won.into()]
+            })
+            .collect();
+        out.push_str(&table(&["LEVEL", "SCOPE ID", "STATE", "VALUE", ""], rows));
+    }
+    out
+}
+
+pub fn written(json: &Value) -> String {
+    let row = &json["value"];
+    format!(
+        "{} {} at {}: {} -> {} (effective {}, seq {}, audit {})\n",
+        cell(&row["kind"]),
+        cell(&row["key"]),
+        scope_text(&row["level"], &row["scope_id"]),
+        cell(&json["old_value"]),
+        cell(&row["value"]),
+        cell(&row["effective_at"]),
+        cell(&row["seq"]),
+        cell(&json["audit_id"]),
+    )
+}
+
+pub fn history(json: &Value) -> String {
+    let rows = items(json, "changes")
+        .iter()
+        .map(|c| {
+            let kind = match c["cancelled_by"] {
+                Value::Null => cell(&c["kind"]),
+                _ => format!("{} (cancelled)", cell(&c["kind"])),
+            };
+            let fields = ["value", "effective_at", "actor", "reason", "id", "audit_id"];
+            let mut row = vec![cell(&c["seq"]), kind];
+            row.extend(fields.iter().map(|f| cell(&c[*f])));
+            row
+        })
+        .collect();
+    table(&["SEQ", "KIND", "VALUE", "EFFECTIVE AT", "ACTOR", "REASON", "VALUE ID", "AUDIT ID"], rows)
+}
+
+pub fn audit(json: &Value) -> String {
+    let rows = items(json, "items")
+        .iter()
+        .map(|a| {
+            let m = &a["metadata"];
+            let change = format!("{} -> {}", cell(&m["old_value"]), cell(&m["new_value"]));
+            let outcome = match a["code"] {
+                Value::Null => cell(&a["outcome"]),
+                _ => format!("{} {}", cell(&a["outcome"]), cell(&a["code"])),
+            };
+            vec![
+                cell(&a["seq"]),
+                cell(&a["occurred_at"]),
+                cell(&a["actor"]),
+                cell(&a["action"]),
+                outcome,
+                cell(&a["policy_key"]),
+                scope_text(&a["scope_level"], &a["scope_id"]),
+                change,
+                cell(&m["reason"]),
+            ]
+        })
+        .collect();
+    table(&["SEQ", "TIME", "ACTOR", "ACTION", "OUTCOME", "KEY", "SCOPE", "CHANGE", "REASON"], rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_typed_on_the_command_line_take_the_key_type() {
+        assert_eq!(typed("45", "int"), Ok(Value::from(45)));
+        assert!(typed("4.5", "int").is_err());
+        assert_eq!(typed("true", "bool"), Ok(Value::from(true)));
+        assert_eq!(typed("45", "string"), Ok(Value::from("45")));
+    }
+
+    #[test]
+    fn tables_align_their_columns() {
+        let out = table(&["A", "BB"], vec![vec!["long".into(), "x".into()], vec!["s".into(), "y".into()]]);
+        assert_eq!(out, "A     BB\nlong  x\ns     y\n");
+    }
+}
