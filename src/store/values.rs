@@ -8,7 +8,6 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::{lock_writes, StoreError};
-use crate::domain::resolve::entry_at;
 use crate::domain::{Entry, KeyDef, Level, Value, WriteScope};
 
 /// How far in the past an `effective_at` may lie (clock skew between caller
@@ -64,52 +63,62 @@ pub struct Written {
 
 /// Applies a change: under the write lock, checks `old_value`, inserts the
 /// row and its audit record, and commits (the insert trigger notifies
-/// listeners at commit). Nothing is written if any check fails.
+/// listeners at commit). Nothing is written if any check fails. A time up to
+/// 60 s in the past is taken as now ([`PAST_TOLERANCE`], applied in SQL).
 pub async fn write(pool: &PgPool, def: &KeyDef, change: &Change, actor: Actor<'_>) -> Result<Written, StoreError> {
-    let mut tx = pool.begin().await?;
-    // Everything from here to the commit holds the write lock: keep it to
-    // three round trips (lock and clock, both histories, both inserts).
-    let now = lock_writes(&mut tx).await?;
-    let effective_at = match change.effective_at {
-        None => now,
-        Some(t) if t < now - PAST_TOLERANCE => return Err(StoreError::EffectiveAtInPast { now }),
-        Some(t) => t.max(now),
-    };
     let (level, scope_id) = (change.scope.level(), change.scope.id());
-    let (here, global) = histories(&mut tx, def, level, scope_id).await?;
-    let global_now = entry_at(&global, Some(now)).and_then(|e| e.value.clone()).unwrap_or_else(|| def.default.clone());
-    let replaced = entry_at(&here, Some(now)).and_then(|e| e.value.clone()).unwrap_or(global_now);
-    if replaced != change.old_value {
-        return Err(StoreError::StaleOldValue { current: replaced });
-    }
-    if change.value.is_none() && entry_at(&here, Some(effective_at)).and_then(|e| e.value.as_ref()).is_none() {
-        return Err(StoreError::NotOverridden);
-    }
     let new_json = change.value.as_ref().map(Value::to_json);
-    let row = NewRow {
-        kind: if new_json.is_some() { "set" } else { "unset" },
-        key: def.key.as_str(),
-        level: level.as_str(),
+    let metadata = serde_json::json!({
+        "policy_key": def.key.as_str(),
+        "scope": change.scope.to_json(),
+        "new_value": new_json,
+        "reason": change.reason,
+    });
+    // One round trip: the database function takes the write lock, checks
+    // old_value, inserts the row and its audit record (see migration 0008).
+    let r = sqlx::query!(
+        r#"select outcome as "outcome!", current_value, db_now as "db_now!", value_id, value_seq,
+                  effective_at, created_at, audit_id, audit_seq
+           from policy_values_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
+        def.key.as_str(),
+        level.as_str(),
         scope_id,
-        value: new_json.clone(),
-        effective_at,
-        reason: &change.reason,
-        cancels_seq: None,
-    };
-    let audit = RowAudit {
-        action: if change.value.is_some() { "policy_value.set" } else { "policy_value.unset" },
-        effective_at,
-        metadata: serde_json::json!({
-            "policy_key": def.key.as_str(),
-            "scope": change.scope.to_json(),
-            "old_value": replaced.to_json(),
-            "new_value": new_json,
-            "reason": change.reason,
-        }),
-    };
-    let (value, audit_id, audit_seq) = insert_audited(&mut tx, &row, &audit, actor).await?;
-    tx.commit().await?;
-    Ok(Written { value, old_value: Some(replaced.to_json()), audit_id, audit_seq })
+        new_json,
+        change.effective_at,
+        change.reason,
+        change.old_value.to_json(),
+        actor.principal,
+        actor.request_id,
+        metadata,
+    )
+    .fetch_one(pool)
+    .await?;
+    let current = typed(def, r.current_value)?.unwrap_or_else(|| def.default.clone());
+    let written = (r.value_id, r.value_seq, r.effective_at, r.created_at, r.audit_id, r.audit_seq);
+    match (r.outcome.as_str(), written) {
+        ("effective_at_in_past", _) => Err(StoreError::EffectiveAtInPast { now: r.db_now }),
+        ("stale_old_value", _) => Err(StoreError::StaleOldValue { current }),
+        ("not_overridden", _) => Err(StoreError::NotOverridden),
+        ("written", (Some(id), Some(seq), Some(effective_at), Some(created_at), Some(audit_id), Some(audit_seq))) => {
+            metrics::counter!("policy_values_audit_rows_total").increment(1);
+            metrics::counter!("policy_values_notifications_total").increment(1);
+            let value = ValueRow {
+                id,
+                seq,
+                kind: if new_json.is_some() { "set" } else { "unset" }.to_string(),
+                key: def.key.to_string(),
+                level: level.as_str().to_string(),
+                scope_id: scope_id.to_string(),
+                value: new_json,
+                effective_at,
+                actor: actor.principal.to_string(),
+                reason: change.reason.clone(),
+                created_at,
+            };
+            Ok(Written { value, old_value: Some(current.to_json()), audit_id, audit_seq })
+        }
+        (other, _) => Err(StoreError::Corrupt(format!("policy_values_write answered {other:?}"))),
+    }
 }
 
 /// A value row to insert.
@@ -187,37 +196,6 @@ async fn insert_audited(
     metrics::counter!("policy_values_audit_rows_total").increment(1);
     metrics::counter!("policy_values_notifications_total").increment(1);
     Ok((value, r.audit_id, r.audit_seq))
-}
-
-/// The histories a write needs, in one query: at its scope, and global.
-async fn histories(
-    conn: &mut PgConnection,
-    def: &KeyDef,
-    level: Level,
-    scope_id: &str,
-) -> Result<(Vec<Entry>, Vec<Entry>), StoreError> {
-    let rows = sqlx::query!(
-        r#"select level as "level!", seq as "seq!", id as "id!", value, effective_at as "effective_at!"
-           from policy_value_history
-           where key = $1 and ((level = $2 and scope_id = $3) or level = 'global')
-           order by effective_at, seq"#,
-        def.key.as_str(),
-        level.as_str(),
-        scope_id
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let (mut here, mut global) = (Vec::new(), Vec::new());
-    for r in rows {
-        let entry = Entry { seq: r.seq, id: r.id, effective_at: r.effective_at, value: typed(def, r.value)? };
-        if r.level == level.as_str() {
-            here.push(entry.clone());
-        }
-        if r.level == "global" {
-            global.push(entry);
-        }
-    }
-    Ok((here, global))
 }
 
 /// Inserts one set (`value` given) or unset (`None`) row. The database

@@ -1,0 +1,67 @@
+-- An admin write in one round trip. Called in autocommit, the function takes
+-- the write lock, checks old_value against what the write replaces, inserts
+-- the value row and its audit record, and returns; the commit follows at
+-- once. Before, the same transaction took five round trips while holding
+-- the lock, which capped writes at about 600/s on a two-core machine.
+--
+-- "What the write replaces" is the store's rule (docs/model.md): the value
+-- in effect now at exactly this scope, else the key's global value, else the
+-- catalog default. "In effect at T" is the rule every reader uses: the
+-- latest non-cancelled set/unset row with effective_at <= T, ties to the
+-- latest seq. Each statement below takes a fresh snapshot after the lock is
+-- held (READ COMMITTED), so it sees every write committed before.
+create function policy_values_value_at(p_key text, p_level text, p_scope_id text, p_at timestamptz)
+returns jsonb
+language sql stable as $$
+    select value from policy_value_history
+    where key = p_key and level = p_level and scope_id = p_scope_id and effective_at <= p_at
+    order by effective_at desc, seq desc
+    limit 1
+$$;
+
+create function policy_values_write(
+    p_key text, p_level text, p_scope_id text, p_value jsonb, p_effective_at timestamptz,
+    p_reason text, p_old_value jsonb, p_actor text, p_request_id text, p_metadata jsonb,
+    out outcome text, out current_value jsonb, out db_now timestamptz,
+    out value_id uuid, out value_seq bigint, out effective_at timestamptz, out created_at timestamptz,
+    out audit_id uuid, out audit_seq bigint)
+language plpgsql as $$
+declare
+    replaced jsonb;
+begin
+    perform policy_values_write_lock();
+    db_now := clock_timestamp();
+    if p_effective_at < db_now - interval '60 seconds' then
+        outcome := 'effective_at_in_past';
+        return;
+    end if;
+    effective_at := greatest(coalesce(p_effective_at, db_now), db_now);
+    replaced := coalesce(
+        policy_values_value_at(p_key, p_level, p_scope_id, db_now),
+        policy_values_value_at(p_key, 'global', '', db_now),
+        (select default_value from policy_keys where key = p_key));
+    current_value := replaced;
+    if replaced is distinct from p_old_value then
+        outcome := 'stale_old_value';
+        return;
+    end if;
+    if p_value is null and policy_values_value_at(p_key, p_level, p_scope_id, effective_at) is null then
+        outcome := 'not_overridden';
+        return;
+    end if;
+    insert into policy_values (kind, key, level, scope_id, value, effective_at, actor, reason)
+    values (case when p_value is null then 'unset' else 'set' end, p_key, p_level, p_scope_id, p_value,
+            policy_values_write.effective_at, p_actor, p_reason)
+    returning id, seq, policy_values.created_at into value_id, value_seq, created_at;
+    insert into audit_logs (actor, action, policy_key, scope_level, scope_id, effective_at, request_id,
+                            value_seq, metadata, prev_hash, hash)
+    values (p_actor, case when p_value is null then 'policy_value.unset' else 'policy_value.set' end,
+            p_key, p_level, p_scope_id, policy_values_write.effective_at, p_request_id, value_seq,
+            p_metadata || jsonb_build_object('old_value', replaced, 'value_id', value_id), '', '')
+    returning id, seq into audit_id, audit_seq;
+    outcome := 'written';
+end
+$$;
+
+grant execute on function policy_values_write(text, text, text, jsonb, timestamptz, text, jsonb, text, text, jsonb)
+    to policy_values_app;
