@@ -10,15 +10,6 @@
 -- latest non-cancelled set/unset row with effective_at <= T, ties to the
 -- latest seq. Each statement below takes a fresh snapshot after the lock is
 -- held (READ COMMITTED), so it sees every write committed before.
-create function policy_values_value_at(p_key text, p_level text, p_scope_id text, p_at timestamptz)
-returns jsonb
-language sql stable as $$
-    select value from policy_value_history
-    where key = p_key and level = p_level and scope_id = p_scope_id and effective_at <= p_at
-    order by effective_at desc, seq desc
-    limit 1
-$$;
-
 create function policy_values_write(
     p_key text, p_level text, p_scope_id text, p_value jsonb, p_effective_at timestamptz,
     p_reason text, p_old_value jsonb, p_actor text, p_request_id text, p_metadata jsonb,
@@ -28,6 +19,7 @@ create function policy_values_write(
 language plpgsql as $$
 declare
     replaced jsonb;
+    found_here boolean;
 begin
     perform policy_values_write_lock();
     db_now := clock_timestamp();
@@ -36,18 +28,33 @@ begin
         return;
     end if;
     effective_at := greatest(coalesce(p_effective_at, db_now), db_now);
-    replaced := coalesce(
-        policy_values_value_at(p_key, p_level, p_scope_id, db_now),
-        policy_values_value_at(p_key, 'global', '', db_now),
-        (select default_value from policy_keys where key = p_key));
+    -- Statements written out here, not in a helper SQL function: PL/pgSQL
+    -- keeps their plans for the session, a SQL function is planned per call.
+    select h.value into replaced from policy_value_history h
+    where h.key = p_key and h.level = p_level and h.scope_id = p_scope_id and h.effective_at <= db_now
+    order by h.effective_at desc, h.seq desc limit 1;
+    if replaced is null then
+        select h.value into replaced from policy_value_history h
+        where h.key = p_key and h.level = 'global' and h.scope_id = '' and h.effective_at <= db_now
+        order by h.effective_at desc, h.seq desc limit 1;
+    end if;
+    if replaced is null then
+        select k.default_value into replaced from policy_keys k where k.key = p_key;
+    end if;
     current_value := replaced;
     if replaced is distinct from p_old_value then
         outcome := 'stale_old_value';
         return;
     end if;
-    if p_value is null and policy_values_value_at(p_key, p_level, p_scope_id, effective_at) is null then
-        outcome := 'not_overridden';
-        return;
+    if p_value is null then
+        select h.value is not null into found_here from policy_value_history h
+        where h.key = p_key and h.level = p_level and h.scope_id = p_scope_id
+          and h.effective_at <= policy_values_write.effective_at
+        order by h.effective_at desc, h.seq desc limit 1;
+        if found_here is not true then
+            outcome := 'not_overridden';
+            return;
+        end if;
     end if;
     insert into policy_values (kind, key, level, scope_id, value, effective_at, actor, reason)
     values (case when p_value is null then 'unset' else 'set' end, p_key, p_level, p_scope_id, p_value,
