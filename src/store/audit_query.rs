@@ -248,19 +248,7 @@ pub async fn history(
     Ok(rows
         .into_iter()
         .map(|r| HistoryItem {
-            value: super::values::ValueRow {
-                id: r.id,
-                seq: r.seq,
-                kind: r.kind,
-                key: r.key,
-                level: r.level,
-                scope_id: r.scope_id,
-                value: r.value,
-                effective_at: r.effective_at,
-                actor: r.actor,
-                reason: r.reason,
-                created_at: r.created_at,
-            },
+            value: super::values::value_row!(r),
             audit_id: r.audit_id,
             cancelled_by: r.cancelled_by,
         })

@@ -14,6 +14,27 @@ use crate::domain::{Entry, KeyDef, Level, Value, WriteScope};
 /// and database); such a time is taken as "now", so history is never rewritten.
 pub const PAST_TOLERANCE: Duration = Duration::seconds(60);
 
+/// A `ValueRow` from a query record that has its columns under their names
+/// (records of different queries are different types).
+macro_rules! value_row {
+    ($r:ident) => {
+        $crate::store::values::ValueRow {
+            id: $r.id,
+            seq: $r.seq,
+            kind: $r.kind,
+            key: $r.key,
+            level: $r.level,
+            scope_id: $r.scope_id,
+            value: $r.value,
+            effective_at: $r.effective_at,
+            actor: $r.actor,
+            reason: $r.reason,
+            created_at: $r.created_at,
+        }
+    };
+}
+pub(crate) use value_row;
+
 /// A stored row, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ValueRow {
@@ -180,19 +201,7 @@ async fn insert_audited(
     )
     .fetch_one(&mut *conn)
     .await?;
-    let value = ValueRow {
-        id: r.id,
-        seq: r.seq,
-        kind: r.kind,
-        key: r.key,
-        level: r.level,
-        scope_id: r.scope_id,
-        value: r.value,
-        effective_at: r.effective_at,
-        actor: r.actor,
-        reason: r.reason,
-        created_at: r.created_at,
-    };
+    let value = value_row!(r);
     metrics::counter!("policy_values_audit_rows_total").increment(1);
     metrics::counter!("policy_values_notifications_total").increment(1);
     Ok((value, r.audit_id, r.audit_seq))
@@ -349,19 +358,7 @@ pub async fn overrides(executor: impl PgExecutor<'_>, key: &str) -> Result<Vec<O
         if !out.last().is_some_and(|o| o.level == r.level && o.scope == scope) {
             out.push(Override { level: r.level.clone(), scope, current: None, scheduled: Vec::new() });
         }
-        let row = ValueRow {
-            id: r.id,
-            seq: r.seq,
-            kind: r.kind,
-            key: r.key,
-            level: r.level,
-            scope_id: r.scope_id,
-            value: r.value,
-            effective_at: r.effective_at,
-            actor: r.actor,
-            reason: r.reason,
-            created_at: r.created_at,
-        };
+        let row = value_row!(r);
         let Some(entry) = out.last_mut() else {
             continue;
         };
