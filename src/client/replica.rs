@@ -41,14 +41,17 @@ impl LevelMap {
         &mut entry.or_insert_with(|| Slot { hash, id: Box::from(id), history: Vec::new() }).into_mut().history
     }
 
-    fn remove_seq(&mut self, id: &str, seq: i64) {
+    /// Removes the entry with `seq`; returns how many entries went.
+    fn remove_seq(&mut self, id: &str, seq: i64) -> usize {
         let hash = scope_hash(id);
-        if let Ok(mut found) = self.0.find_entry(hash, |s| s.hash == hash && *s.id == *id) {
-            found.get_mut().history.retain(|e| e.seq != seq);
-            if found.get().history.is_empty() {
-                found.remove();
-            }
+        let Ok(mut found) = self.0.find_entry(hash, |s| s.hash == hash && *s.id == *id) else { return 0 };
+        let before = found.get().history.len();
+        found.get_mut().history.retain(|e| e.seq != seq);
+        let removed = before - found.get().history.len();
+        if found.get().history.is_empty() {
+            found.remove();
         }
+        removed
     }
 
     fn iter(&self) -> impl Iterator<Item = (&str, &Vec<Entry>)> {
@@ -87,11 +90,12 @@ pub struct KeyState {
     /// While set, reads consult the clock; while `None`, every entry is in
     /// effect and reads skip the clock.
     pub next_change: Option<OffsetDateTime>,
+    rows: usize,
 }
 
 impl KeyState {
     pub fn new(def: KeyDef) -> KeyState {
-        KeyState { def, levels: Default::default(), global: Vec::new(), next_change: None }
+        KeyState { def, levels: Default::default(), global: Vec::new(), next_change: None, rows: 0 }
     }
 
     pub fn history(&self, level: Level, key: ScopeKey<'_>) -> Option<&[Entry]> {
@@ -130,14 +134,20 @@ impl KeyState {
         // million scopes would each hold room for four entries.
         history.reserve_exact(1);
         history.insert(at, entry);
-        prune(history, horizon);
+        let pruned = prune(history, horizon);
+        self.rows = self.rows + 1 - pruned;
     }
 
     fn remove(&mut self, level: Level, scope_id: &str, seq: i64) {
-        match level {
-            Level::Global => self.global.retain(|e| e.seq != seq),
+        let removed = match level {
+            Level::Global => {
+                let before = self.global.len();
+                self.global.retain(|e| e.seq != seq);
+                before - self.global.len()
+            }
             _ => self.levels[level.index()].remove_seq(scope_id, seq),
-        }
+        };
+        self.rows -= removed;
     }
 
     /// Every scope's history: (level, scope id, history).
@@ -158,8 +168,9 @@ impl KeyState {
             .min();
     }
 
+    /// Entries held, kept as a count: metrics read it after every change.
     pub fn rows(&self) -> usize {
-        self.histories().map(|(_, _, h)| h.len()).sum()
+        self.rows
     }
 
     /// Every (level, scope id, entry), for snapshots.
@@ -172,12 +183,15 @@ impl KeyState {
 /// last applied row: no later cancel can revive them, since a change can be
 /// cancelled only before it takes effect. A tombstone in effect is kept, so
 /// `explain` can say "removed" as the server does.
-fn prune(history: &mut Vec<Entry>, horizon: OffsetDateTime) {
+/// Returns how many entries it dropped.
+fn prune(history: &mut Vec<Entry>, horizon: OffsetDateTime) -> usize {
     let in_effect = history.partition_point(|e| e.effective_at <= horizon);
-    if in_effect > 1 {
-        history.drain(..in_effect - 1);
-        history.shrink_to_fit();
+    if in_effect <= 1 {
+        return 0;
     }
+    history.drain(..in_effect - 1);
+    history.shrink_to_fit();
+    in_effect - 1
 }
 
 pub struct KeySlot {
@@ -343,5 +357,48 @@ impl Fresh {
 
     pub fn horizon(&self) -> OffsetDateTime {
         self.horizon
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Catalog;
+    use time::Duration;
+
+    fn row(seq: i64, scope_id: &str, kind: RowKind, at: OffsetDateTime) -> Row {
+        let value = matches!(kind, RowKind::Set).then(|| serde_json::json!(seq));
+        Row {
+            seq,
+            id: Uuid::from_u64_pair(0, seq as u64),
+            kind,
+            key: "allocation.max_concurrent_per_user".into(),
+            level: Level::Org,
+            scope_id: scope_id.into(),
+            value,
+            effective_at: at,
+        }
+    }
+
+    #[test]
+    fn the_row_count_follows_inserts_prunes_and_cancels() {
+        let now = OffsetDateTime::now_utc();
+        let replica = Replica::default();
+        let first = [row(1, "a", RowKind::Set, now - Duration::hours(2)), row(2, "b", RowKind::Set, now)];
+        replica.replace(Catalog::builtin().unwrap().keys, &first, now);
+        let count = |replica: &Replica| {
+            let mut recounted = 0;
+            replica.for_each_key(|state| recounted += state.entries().count());
+            (replica.rows(), recounted)
+        };
+        assert_eq!(count(&replica), (2, 2));
+        replica.apply(&row(3, "a", RowKind::Set, now - Duration::hours(1)), now); // prunes seq 1
+        assert_eq!(count(&replica), (2, 2));
+        replica.apply(&row(4, "a", RowKind::Set, now + Duration::hours(1)), now); // scheduled
+        assert_eq!(count(&replica), (3, 3));
+        replica.apply(&row(5, "a", RowKind::Cancel { cancels_seq: 4 }, now), now);
+        assert_eq!(count(&replica), (2, 2));
+        replica.apply(&row(6, "b", RowKind::Unset, now), now);
+        assert_eq!(count(&replica), (2, 2), "the tombstone replaces the value it removes");
     }
 }
