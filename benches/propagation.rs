@@ -10,8 +10,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use policy_values::client::PolicyClient;
-use policy_values::domain::{Value, WriteScope};
-use policy_values::store::{keys, values};
+use policy_values::domain::{Scope, Value, WriteScope};
+use policy_values::store::{keys, resolve, values};
 
 const KEY: &str = "allocation.max_concurrent_per_user";
 const WRITES: usize = 1_000;
@@ -66,11 +66,10 @@ async fn leader() {
     });
 
     let run = common::unix_nanos();
-    let global =
-        values::history(&mut pool.acquire().await.expect("conn"), &def, policy_values::domain::Level::Global, "")
-            .await
-            .expect("history");
-    let old_value = global.last().and_then(|e| e.value.clone()).unwrap_or(def.default.clone());
+    // A new user scope holds nothing: the write replaces the global value.
+    let mut conn = pool.acquire().await.expect("conn");
+    let global = resolve::resolve(&mut conn, &def, &Scope::new(), None).await.expect("resolve");
+    let old_value = global.value;
     let mut committed = HashMap::new();
     for i in 0..WRITES {
         let scope = WriteScope::at(policy_values::domain::Level::User, &format!("prop-{run}-{i}")).expect("scope");

@@ -28,17 +28,21 @@ pub struct ScopeParams {
 }
 
 impl ScopeParams {
-    /// At most one field, as a write scope; `None` when none is given.
-    pub fn to_write_scope(&self) -> Result<Option<WriteScope>, ApiError> {
-        let given: Vec<(Level, &String)> = [
+    /// The fields given, most specific level first.
+    fn given(&self) -> impl Iterator<Item = (Level, &str)> {
+        [
             (Level::User, &self.user_id),
             (Level::Project, &self.project_id),
             (Level::Org, &self.org_id),
             (Level::Plan, &self.plan),
         ]
         .into_iter()
-        .filter_map(|(level, id)| Some((level, id.as_ref()?)))
-        .collect();
+        .filter_map(|(level, id)| Some((level, id.as_deref()?)))
+    }
+
+    /// At most one field, as a write scope; `None` when none is given.
+    pub fn to_write_scope(&self) -> Result<Option<WriteScope>, ApiError> {
+        let given: Vec<(Level, &str)> = self.given().collect();
         match given.as_slice() {
             [] => Ok(None),
             [(level, id)] => WriteScope::at(*level, id).map(Some).map_err(ApiError::bad_scope),
@@ -47,16 +51,7 @@ impl ScopeParams {
     }
 
     pub fn to_scope(&self) -> Result<Scope, ApiError> {
-        let given = [
-            (Level::User, &self.user_id),
-            (Level::Project, &self.project_id),
-            (Level::Org, &self.org_id),
-            (Level::Plan, &self.plan),
-        ];
-        given.into_iter().try_fold(Scope::new(), |scope, (level, id)| match id {
-            Some(id) => scope.with(level, id).map_err(ApiError::bad_scope),
-            None => Ok(scope),
-        })
+        self.given().try_fold(Scope::new(), |scope, (level, id)| scope.with(level, id).map_err(ApiError::bad_scope))
     }
 }
 

@@ -4,15 +4,11 @@
 
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor, PgPool};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{lock_writes, StoreError};
-use crate::domain::{Entry, KeyDef, Level, Value, WriteScope};
-
-/// How far in the past an `effective_at` may lie (clock skew between caller
-/// and database); such a time is taken as "now", so history is never rewritten.
-pub const PAST_TOLERANCE: Duration = Duration::seconds(60);
+use crate::domain::{KeyDef, Level, Value, WriteScope};
 
 /// A `ValueRow` from a query record that has its columns under their names
 /// (records of different queries are different types).
@@ -85,7 +81,7 @@ pub struct Written {
 /// Applies a change: under the write lock, checks `old_value`, inserts the
 /// row and its audit record, and commits (the insert trigger notifies
 /// listeners at commit). Nothing is written if any check fails. A time up to
-/// 60 s in the past is taken as now ([`PAST_TOLERANCE`], applied in SQL).
+/// 60 s in the past is taken as now (clock skew; the function applies it).
 pub async fn write(pool: &PgPool, def: &KeyDef, change: &Change, actor: Actor<'_>) -> Result<Written, StoreError> {
     let (level, scope_id) = (change.scope.level(), change.scope.id());
     let new_json = change.value.as_ref().map(Value::to_json);
@@ -240,30 +236,6 @@ pub async fn append_row(
     .await?;
     metrics::counter!("policy_values_notifications_total").increment(1);
     Ok(row)
-}
-
-/// The history of (key, level, scope id): set and unset rows not cancelled,
-/// sorted by `(effective_at, seq)`.
-pub async fn history(
-    conn: &mut PgConnection,
-    def: &KeyDef,
-    level: Level,
-    scope_id: &str,
-) -> Result<Vec<Entry>, StoreError> {
-    let rows = sqlx::query!(
-        r#"select seq as "seq!", id as "id!", value, effective_at as "effective_at!"
-           from policy_value_history
-           where key = $1 and level = $2 and scope_id = $3
-           order by effective_at, seq"#,
-        def.key.as_str(),
-        level.as_str(),
-        scope_id
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.into_iter()
-        .map(|r| Ok(Entry { seq: r.seq, id: r.id, effective_at: r.effective_at, value: typed(def, r.value)? }))
-        .collect()
 }
 
 /// Reads a stored JSON value as the key's type; a mismatch means the row was
