@@ -15,6 +15,7 @@ use super::AppState;
 use crate::domain::{KeyDef, Value, WriteScope};
 use crate::store::tokens::Principal;
 use crate::store::values::{self, Actor, Change, Written};
+use crate::store::writer::Request;
 
 /// The body of `POST /api/v1/admin/policy-values`, as sent. Every field is
 /// optional here so each missing one gets its own error code.
@@ -124,7 +125,7 @@ pub async fn write(
     tracing::Span::current().record("key", def.key.as_str());
     let change = body.into_change(&def)?;
     let actor = Actor { principal: &principal.name, request_id: request_id(&headers) };
-    let written = values::write(&state.pool, &def, &change, actor).await?;
+    let written = state.writer.write(Request::new(def, &change, actor)).await?;
     super::metrics::admin_write("success", "created");
     visible(&state, written.value.seq).await;
     Ok((StatusCode::CREATED, Json(written_json(written))))

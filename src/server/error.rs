@@ -128,7 +128,10 @@ impl From<StoreError> for ApiError {
                 "the catalog change would leave stored values out of bounds",
             )
             .with_details(json!({ "offending": offending })),
-            err @ (StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Migrate(_)) => {
+            err @ (StoreError::Corrupt(_)
+            | StoreError::Database(_)
+            | StoreError::Shared(_)
+            | StoreError::Migrate(_)) => {
                 tracing::error!(error = %err, "store error");
                 ApiError::internal()
             }

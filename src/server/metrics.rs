@@ -15,13 +15,18 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Latency buckets in seconds: 0.1 ms to 2.5 s.
 const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
+/// Writes per group commit (`store::writer::MAX_BATCH` is 32).
+const BATCH: [f64; 6] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide recorder once (later calls reuse it; if another
 /// recorder is already installed, `/metrics` answers empty).
 pub fn install() {
     HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS);
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("policy_values_write_batch_size".into()), &BATCH));
         match builder.and_then(|b| b.install_recorder()) {
             Ok(handle) => Some(handle),
             Err(e) => {

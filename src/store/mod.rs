@@ -8,6 +8,7 @@ pub mod keys;
 pub mod resolve;
 pub mod tokens;
 pub mod values;
+pub mod writer;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
@@ -40,6 +41,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// One failure of a batch of writes, told to each of them.
+    #[error("database error: {0}")]
+    Shared(std::sync::Arc<sqlx::Error>),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }

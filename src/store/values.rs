@@ -78,64 +78,18 @@ pub struct Written {
     pub audit_seq: i64,
 }
 
-/// Applies a change: under the write lock, checks `old_value`, inserts the
-/// row and its audit record, and commits (the insert trigger notifies
-/// listeners at commit). Nothing is written if any check fails. A time up to
-/// 60 s in the past is taken as now (clock skew; the function applies it).
+/// Applies a change on its own: under the write lock, checks `old_value`,
+/// inserts the row and its audit record, and commits (the insert trigger
+/// notifies listeners at commit). Nothing is written if any check fails. A
+/// time up to 60 s in the past is taken as now (clock skew; the database
+/// applies it). The server sends its writes through a `writer::Writer`,
+/// which commits concurrent ones together with the same answers.
 pub async fn write(pool: &PgPool, def: &KeyDef, change: &Change, actor: Actor<'_>) -> Result<Written, StoreError> {
-    let (level, scope_id) = (change.scope.level(), change.scope.id());
-    let new_json = change.value.as_ref().map(Value::to_json);
-    let metadata = serde_json::json!({
-        "policy_key": def.key.as_str(),
-        "scope": change.scope.to_json(),
-        "new_value": new_json,
-        "reason": change.reason,
-    });
-    // One round trip: the database function takes the write lock, checks
-    // old_value, inserts the row and its audit record (see migration 0008).
-    let r = sqlx::query!(
-        r#"select outcome as "outcome!", current_value, db_now as "db_now!", value_id, value_seq,
-                  effective_at, created_at, audit_id, audit_seq
-           from policy_values_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
-        def.key.as_str(),
-        level.as_str(),
-        scope_id,
-        new_json,
-        change.effective_at,
-        change.reason,
-        change.old_value.to_json(),
-        actor.principal,
-        actor.request_id,
-        metadata,
-    )
-    .fetch_one(pool)
-    .await?;
-    let current = typed(def, r.current_value)?.unwrap_or_else(|| def.default.clone());
-    let written = (r.value_id, r.value_seq, r.effective_at, r.created_at, r.audit_id, r.audit_seq);
-    match (r.outcome.as_str(), written) {
-        ("effective_at_in_past", _) => Err(StoreError::EffectiveAtInPast { now: r.db_now }),
-        ("stale_old_value", _) => Err(StoreError::StaleOldValue { current }),
-        ("not_overridden", _) => Err(StoreError::NotOverridden),
-        ("written", (Some(id), Some(seq), Some(effective_at), Some(created_at), Some(audit_id), Some(audit_seq))) => {
-            metrics::counter!("policy_values_audit_rows_total").increment(1);
-            metrics::counter!("policy_values_notifications_total").increment(1);
-            let value = ValueRow {
-                id,
-                seq,
-                kind: if new_json.is_some() { "set" } else { "unset" }.to_string(),
-                key: def.key.to_string(),
-                level: level.as_str().to_string(),
-                scope_id: scope_id.to_string(),
-                value: new_json,
-                effective_at,
-                actor: actor.principal.to_string(),
-                reason: change.reason.clone(),
-                created_at,
-            };
-            Ok(Written { value, old_value: Some(current.to_json()), audit_id, audit_seq })
-        }
-        (other, _) => Err(StoreError::Corrupt(format!("policy_values_write answered {other:?}"))),
-    }
+    let request = super::writer::Request::new(def.clone(), change, actor);
+    super::writer::execute(pool, std::slice::from_ref(&request))
+        .await
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::Corrupt("a write got no answer".into())))
 }
 
 /// A value row to insert.
