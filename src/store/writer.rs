@@ -130,25 +130,27 @@ async fn drain(pool: sqlx::PgPool, mut rx: mpsc::Receiver<Queued>) {
 pub async fn execute(pool: &sqlx::PgPool, requests: &[Request]) -> Vec<Result<Written, StoreError>> {
     metrics::histogram!("policy_values_write_batch_size").record(requests.len() as f64);
     match send(pool, requests).await {
+        Err(err @ sqlx::Error::Database(_)) if requests.len() > 1 => {
+            tracing::info!(error = %err, writes = requests.len(), "a batched write was refused; writing one at a time");
+            let mut answers = Vec::with_capacity(requests.len());
+            for request in requests.chunks(1) {
+                answers.extend(answer_all(request, send(pool, request).await));
+            }
+            answers
+        }
+        sent => answer_all(requests, sent),
+    }
+}
+
+/// Each write's answer from what the statement that made them returned.
+fn answer_all(requests: &[Request], sent: Result<Vec<Row>, sqlx::Error>) -> Vec<Result<Written, StoreError>> {
+    match sent {
         Ok(rows) if rows.len() == requests.len() => {
             requests.iter().zip(rows).map(|(r, row)| interpret(r, row)).collect()
         }
         Ok(rows) => {
             let msg = format!("policy_values_write_batch answered {} rows for {} writes", rows.len(), requests.len());
             requests.iter().map(|_| Err(StoreError::Corrupt(msg.clone()))).collect()
-        }
-        Err(err @ sqlx::Error::Database(_)) if requests.len() > 1 => {
-            tracing::info!(error = %err, writes = requests.len(), "a batched write was refused; writing one at a time");
-            let mut answers = Vec::with_capacity(requests.len());
-            for request in requests {
-                let answer = match send(pool, std::slice::from_ref(request)).await {
-                    Ok(mut rows) if rows.len() == 1 => interpret(request, rows.remove(0)),
-                    Ok(_) => Err(StoreError::Corrupt("policy_values_write_batch answered no row".into())),
-                    Err(err) => Err(err.into()),
-                };
-                answers.push(answer);
-            }
-            answers
         }
         Err(err) if requests.len() == 1 => vec![Err(err.into())],
         // A lost connection, say: whether the batch committed is unknown
@@ -175,17 +177,19 @@ struct Row {
 }
 
 async fn send(pool: &sqlx::PgPool, requests: &[Request]) -> Result<Vec<Row>, sqlx::Error> {
-    let column = |f: fn(&Request) -> String| requests.iter().map(f).collect::<Vec<_>>();
-    let keys = column(|r| r.def.key.as_str().to_string());
-    let levels = column(|r| r.level.to_string());
-    let scope_ids = column(|r| r.scope_id.clone());
-    let reasons = column(|r| r.reason.clone());
-    let actors = column(|r| r.actor.clone());
-    let values: Vec<_> = requests.iter().map(|r| r.value.clone()).collect();
-    let effective: Vec<_> = requests.iter().map(|r| r.effective_at).collect();
-    let old_values: Vec<_> = requests.iter().map(|r| r.old_value.clone()).collect();
-    let request_ids: Vec<_> = requests.iter().map(|r| r.request_id.clone()).collect();
-    let metadata: Vec<_> = requests.iter().map(|r| r.metadata.clone()).collect();
+    fn column<'a, T>(requests: &'a [Request], field: impl Fn(&'a Request) -> T) -> Vec<T> {
+        requests.iter().map(field).collect()
+    }
+    let keys = column(requests, |r| r.def.key.as_str());
+    let levels = column(requests, |r| r.level);
+    let scope_ids = column(requests, |r| r.scope_id.as_str());
+    let values = column(requests, |r| r.value.clone());
+    let effective = column(requests, |r| r.effective_at);
+    let reasons = column(requests, |r| r.reason.as_str());
+    let old_values = column(requests, |r| r.old_value.clone());
+    let actors = column(requests, |r| r.actor.as_str());
+    let request_ids = column(requests, |r| r.request_id.as_deref());
+    let metadata = column(requests, |r| r.metadata.clone());
     sqlx::query_as!(
         Row,
         r#"select outcome as "outcome!", current_value, db_now as "db_now!", value_id, value_seq,
@@ -193,15 +197,15 @@ async fn send(pool: &sqlx::PgPool, requests: &[Request]) -> Result<Vec<Row>, sql
            from policy_values_write_batch($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[],
                                           $6::text[], $7::jsonb[], $8::text[], $9::text[], $10::jsonb[])
            order by ord"#,
-        &keys,
-        &levels,
-        &scope_ids,
+        &keys as &[&str],
+        &levels as &[&str],
+        &scope_ids as &[&str],
         &values as &[Option<serde_json::Value>],
         &effective as &[Option<OffsetDateTime>],
-        &reasons,
+        &reasons as &[&str],
         &old_values,
-        &actors,
-        &request_ids as &[Option<String>],
+        &actors as &[&str],
+        &request_ids as &[Option<&str>],
         &metadata,
     )
     .fetch_all(pool)
