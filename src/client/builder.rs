@@ -165,21 +165,3 @@ impl FixedBuilder {
         Ok(PolicyClient { shared: Arc::new(shared), _task: Arc::new(TaskGuard(None)) })
     }
 }
-
-impl From<i64> for Value {
-    fn from(v: i64) -> Value {
-        Value::Int(v)
-    }
-}
-
-impl From<bool> for Value {
-    fn from(v: bool) -> Value {
-        Value::Bool(v)
-    }
-}
-
-impl From<&str> for Value {
-    fn from(v: &str) -> Value {
-        Value::String(Arc::from(v))
-    }
-}

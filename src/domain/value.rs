@@ -75,6 +75,24 @@ impl std::fmt::Display for Value {
     }
 }
 
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Int(v)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Value {
+        Value::Bool(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::String(Arc::from(v))
+    }
+}
+
 /// The JSON kind of a value, as named in error messages.
 pub fn json_kind(json: &serde_json::Value) -> &'static str {
     match json {
