@@ -44,10 +44,9 @@ run:
 	echo "==> SQLX_OFFLINE=true $(CARGO) build --bin policy-values" >&2
 	SQLX_OFFLINE=true $(CARGO) build --bin policy-values
 	export DATABASE_URL="$$URL"
+	# Migrated before the token is created; serve then syncs the catalog.
 	echo "==> policy-values migrate" >&2
 	$(BIN) migrate
-	echo "==> policy-values seed" >&2
-	$(BIN) seed
 	echo "==> policy-values token create --role admin --name dev-admin" >&2
 	TOKEN=$$($(BIN) token create --role admin --name dev-admin | tail -n 1)
 	if [[ -z "$$TOKEN" ]]; then echo "error: token create printed no token" >&2; exit 1; fi
@@ -68,7 +67,7 @@ run:
 	echo "   curl -s -H \"Authorization: Bearer $$TOKEN\" \"http://$$ADDR/api/v1/policy-values/resolve?key=allocation.refund_window_days&org_id=acme\""
 	echo "=================================================================="
 	echo
-	exec $(BIN) serve
+	exec $(BIN) serve --skip-migrate
 
 test:
 	@URL=$$($(DEV_DB) policy_values_test)

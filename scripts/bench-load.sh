@@ -20,7 +20,7 @@ BIN="$TARGET/release/policy-values"
 READER=$("$BIN" token create --role reader --name load-reader | tail -n 1)
 ADMIN=$("$BIN" token create --role admin --name load-admin | tail -n 1)
 RUST_LOG=warn POLICY_VALUES_ADDR=$ADDR POLICY_VALUES_WRITE_RATE=1000000 POLICY_VALUES_WRITE_BURST=1000000 \
-    "$BIN" serve >/tmp/policy-values-load-server.log 2>&1 &
+    "$BIN" serve --skip-migrate >/tmp/policy-values-load-server.log 2>&1 &
 SERVER=$!
 cleanup() {
     kill "$SERVER" 2>/dev/null || true
