@@ -168,7 +168,7 @@ schemathesis: build
 	$(BIN) migrate >/dev/null
 	TOKEN=$$($(BIN) token create --role admin --name schemathesis | tail -n 1)
 	POLICY_VALUES_ADDR=$(SCHEMATHESIS_ADDR) POLICY_VALUES_WRITE_RATE=100000 POLICY_VALUES_WRITE_BURST=100000 \
-		$(BIN) serve > .dev/schemathesis-server.log 2>&1 &
+		$(BIN) serve --skip-migrate > .dev/schemathesis-server.log 2>&1 &
 	SERVER=$$!
 	trap 'kill $$SERVER 2>/dev/null || true; $(BIN) token revoke schemathesis >/dev/null 2>&1 || true' EXIT
 	for _ in $$(seq 1 100); do curl -fs http://$(SCHEMATHESIS_ADDR)/readyz >/dev/null && break; sleep 0.1; done
