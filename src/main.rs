@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
-use policy_values::server::cli::{self, Cli};
+use policy_values::cli::{self, Cli};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]

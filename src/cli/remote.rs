@@ -8,31 +8,25 @@ use std::io::{IsTerminal, Write};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::remote_format as format;
+use super::format;
+use super::http::{Client, Connection};
+use super::CliResult;
 
-/// Where the server is and who is asking.
-#[derive(Debug, Args)]
-pub struct Connection {
-    /// The server's base URL.
-    #[arg(long, env = "POLICY_VALUES_URL", default_value = "http://127.0.0.1:8080", global = true)]
-    pub url: String,
-    /// A bearer token (reader for reads, auditor for history and audit, admin for writes).
-    #[arg(long, env = "POLICY_VALUES_TOKEN", hide_env_values = true, global = true)]
-    pub token: Option<String>,
-    /// Print the server's JSON instead of a table.
-    #[arg(long, global = true)]
-    pub json: bool,
-}
-
-/// One level of scope, as flags.
+/// The scope, as flags: for `get`, any of them (what the caller knows);
+/// for writes and `history`, at most one (the level; none: global); for
+/// `audit`, a filter.
 #[derive(Debug, Args, Default)]
 pub struct ScopeFlags {
+    /// User id (the user level).
     #[arg(long)]
     pub user: Option<String>,
+    /// Project id (the project level).
     #[arg(long)]
     pub project: Option<String>,
+    /// Organisation id (the org level).
     #[arg(long)]
     pub org: Option<String>,
+    /// Plan name (the plan level).
     #[arg(long)]
     pub plan: Option<String>,
 }
@@ -59,8 +53,9 @@ impl ScopeFlags {
 pub enum RemoteCommand {
     /// List the catalog.
     Keys,
-    /// Resolve a key for a scope.
+    /// Resolve a key for a scope (any of --user, --project, --org, --plan).
     Get {
+        /// The policy key (`policy-values keys` lists them).
         key: String,
         #[command(flatten)]
         scope: ScopeFlags,
@@ -71,27 +66,38 @@ pub enum RemoteCommand {
         #[arg(long)]
         explain: bool,
     },
-    /// Set a value at one scope (none: global).
+    /// Set a value at one scope: at most one of --user, --project, --org,
+    /// --plan; none: global.
     Set {
+        /// The policy key.
         key: String,
+        /// The new value, typed as the key's type (`45`, `-1`, `true`,
+        /// `full-reimage`); after `--` if it starts with a hyphen and is not
+        /// a number.
+        #[arg(allow_negative_numbers = true)]
         value: String,
         #[command(flatten)]
         change: ChangeFlags,
     },
-    /// Remove the override at one scope.
+    /// Remove the value stored at one scope (none: global), so the next
+    /// level answers.
     Unset {
+        /// The policy key.
         key: String,
         #[command(flatten)]
         change: ChangeFlags,
     },
     /// Cancel a scheduled change by its value id.
     Cancel {
+        /// The scheduled change's value id (`history` lists them).
         id: String,
+        /// Why, for the audit log.
         #[arg(long)]
         reason: String,
     },
     /// Every change of a key at one scope (none: global).
     History {
+        /// The policy key.
         key: String,
         #[command(flatten)]
         scope: ScopeFlags,
@@ -102,6 +108,7 @@ pub enum RemoteCommand {
 pub struct ChangeFlags {
     #[command(flatten)]
     pub scope: ScopeFlags,
+    /// Why, for the audit log (required).
     #[arg(long)]
     pub reason: String,
     /// RFC 3339; in the future it schedules the change.
@@ -109,26 +116,34 @@ pub struct ChangeFlags {
     pub effective_at: Option<String>,
     /// What the change replaces; without it the current value is read first
     /// and sent, so a concurrent change still fails with 409.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub old_value: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct AuditFlags {
+    /// Only records of this policy key.
     #[arg(long)]
     pub key: Option<String>,
+    /// Only records by this actor (a token's name, `catalog-sync`, `anonymous`).
     #[arg(long)]
     pub actor: Option<String>,
+    /// Only this action (`policy_value.set`, `policy_value.unset`,
+    /// `policy_value.cancel`, `policy_key.create`, ...).
     #[arg(long)]
     pub action: Option<String>,
+    /// Only `success` or `refused` attempts.
     #[arg(long)]
     pub outcome: Option<String>,
     #[command(flatten)]
     pub scope: ScopeFlags,
+    /// Only records at or after this RFC 3339 time.
     #[arg(long)]
     pub from: Option<String>,
+    /// Only records before this RFC 3339 time.
     #[arg(long)]
     pub to: Option<String>,
+    /// How many of the newest records a table or JSON page shows (1 to 1,000).
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
     /// table (the newest `limit` rows), json (the same as JSON), or csv
@@ -137,55 +152,8 @@ pub struct AuditFlags {
     pub format: String,
 }
 
-type CliResult = Result<(), Box<dyn std::error::Error>>;
-
-struct Client {
-    conn: Connection,
-    http: reqwest::Client,
-}
-
-impl Client {
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Box<dyn std::error::Error>> {
-        let req = match &self.conn.token {
-            Some(token) => req.bearer_auth(token),
-            None => req,
-        };
-        let response = req.send().await.map_err(|e| format!("cannot reach {}: {e}", self.conn.url))?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or_default();
-        let code = body["code"].as_str().unwrap_or("error");
-        let message = body["message"].as_str().unwrap_or("no message");
-        let details = match &body["details"] {
-            Value::Object(map) if !map.is_empty() => format!(" {}", body["details"]),
-            _ => String::new(),
-        };
-        Err(format!("{} {code}: {message}{details}", status.as_u16()).into())
-    }
-
-    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, Box<dyn std::error::Error>> {
-        let req = self.http.get(format!("{}{path}", self.conn.url)).query(query);
-        Ok(self.send(req).await?.json().await?)
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> Result<Value, Box<dyn std::error::Error>> {
-        let req = self.http.post(format!("{}{path}", self.conn.url)).json(body);
-        Ok(self.send(req).await?.json().await?)
-    }
-
-    fn print(&self, json: &Value, table: impl FnOnce(&Value) -> String) {
-        if self.conn.json {
-            println!("{}", serde_json::to_string_pretty(json).unwrap_or_default());
-        } else {
-            print!("{}", table(json));
-        }
-    }
-}
-
 pub async fn run(conn: Connection, command: RemoteCommand) -> CliResult {
-    let client = Client { conn, http: reqwest::Client::new() };
+    let client = Client::new(conn);
     match command {
         RemoteCommand::Keys => {
             let keys = client.get("/api/v1/policy-keys", &[]).await?;
@@ -258,7 +226,7 @@ fn audit_query(flags: &AuditFlags) -> Vec<(&'static str, String)> {
 /// `policy-values audit [filters]`: a page as a table or JSON, or the
 /// whole filtered log as CSV.
 pub async fn audit_command(conn: Connection, flags: AuditFlags) -> CliResult {
-    audit(&Client { conn, http: reqwest::Client::new() }, flags).await
+    audit(&Client::new(conn), flags).await
 }
 
 async fn audit(client: &Client, flags: AuditFlags) -> CliResult {
@@ -280,7 +248,7 @@ async fn audit(client: &Client, flags: AuditFlags) -> CliResult {
 
 /// Streams the export to standard output, with progress on a terminal.
 async fn export(client: &Client, query: &[(&str, String)]) -> CliResult {
-    let req = client.http.get(format!("{}/api/v1/admin/audit-logs", client.conn.url)).query(query);
+    let req = client.http.get(client.url("/api/v1/admin/audit-logs")).query(query);
     let mut response = client.send(req).await?;
     let progress = std::io::stderr().is_terminal();
     let (mut out, mut lines) = (std::io::stdout().lock(), 0u64);
