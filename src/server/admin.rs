@@ -89,10 +89,13 @@ impl WriteBody {
 }
 
 /// Waits (briefly) until this server's replica has the row, so the next
-/// read through this server sees the write.
+/// read through this server sees the write. The write is committed either
+/// way (the writer answers only after its COMMIT): a slow replica delays
+/// the answer, never changes it, and is counted.
 async fn visible(state: &AppState, seq: i64) {
     if !state.replica.wait_for(seq, std::time::Duration::from_secs(2)).await {
-        tracing::warn!(seq, "the replica did not apply a write within 2 s");
+        metrics::counter!("policy_values_write_visibility_slow_total").increment(1);
+        tracing::warn!(seq, "the replica did not apply a committed write within 2 s");
     }
 }
 
@@ -154,8 +157,12 @@ pub async fn cancel(
     state.writes.take(principal.token_id).map_err(ApiError::rate_limited)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no such value row"))?;
     let reason = parse_reason(body.reason.as_deref())?;
-    let actor = Actor { principal: &principal.name, request_id: request_id(&headers) };
-    let written = values::cancel(&state.pool, id, &reason, actor).await?;
+    // Detached: its transaction runs to completion if the caller hangs up.
+    let (pool, name, rid) = (state.pool.clone(), principal.name.clone(), request_id(&headers).map(str::to_string));
+    let written = crate::store::pool::detached(async move {
+        values::cancel(&pool, id, &reason, Actor { principal: &name, request_id: rid.as_deref() }).await
+    })
+    .await?;
     super::metrics::admin_write("success", "cancelled");
     visible(&state, written.value.seq).await;
     Ok(Json(written_json(written)))

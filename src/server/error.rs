@@ -9,13 +9,16 @@ use serde_json::json;
 use crate::domain::{ScopeError, ValueError};
 use crate::store::StoreError;
 
+/// What `Retry-After` says when the database is away, in seconds.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
     pub details: serde_json::Value,
-    /// Seconds, for a `Retry-After` header (429).
+    /// Seconds, for a `Retry-After` header (429, 503).
     pub retry_after: Option<u64>,
 }
 
@@ -79,13 +82,40 @@ impl ApiError {
     }
 
     pub fn rate_limited(retry_after: u64) -> ApiError {
-        let mut err = ApiError::new(
+        ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             format!("too many admin writes with this token; retry in {retry_after} s"),
-        );
-        err.retry_after = Some(retry_after);
-        err
+        )
+        .retry_after(retry_after)
+    }
+
+    /// Adds a `Retry-After` of `seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The database cannot be reached: try again later.
+    pub fn database_unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database cannot be reached; retry later",
+        )
+        .retry_after(RETRY_AFTER_SECONDS)
+    }
+
+    /// The connection broke after COMMIT was sent: the write may have been
+    /// made. The caller re-reads the value before retrying.
+    pub fn commit_unknown() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "commit_outcome_unknown",
+            "the connection to the database failed after the commit was sent: the write may or may not have \
+             been made; read the current value before retrying",
+        )
+        .retry_after(RETRY_AFTER_SECONDS)
     }
 
     pub fn internal() -> ApiError {
@@ -128,9 +158,18 @@ impl From<StoreError> for ApiError {
                 "the catalog change would leave stored values out of bounds",
             )
             .with_details(json!({ "offending": offending })),
+            StoreError::CommitUnknown(e) => {
+                tracing::error!(error = %e, "commit outcome unknown");
+                ApiError::commit_unknown()
+            }
+            err if err.is_unavailable() => {
+                tracing::warn!(error = %err, "database unavailable");
+                ApiError::database_unavailable()
+            }
             err @ (StoreError::Corrupt(_)
             | StoreError::Database(_)
             | StoreError::Shared(_)
+            | StoreError::Task(_)
             | StoreError::Migrate(_)) => {
                 tracing::error!(error = %err, "store error");
                 ApiError::internal()

@@ -8,13 +8,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::extract::{parse_time, QueryParams};
 use super::AppState;
 use crate::client::PolicyError;
-use crate::domain::{KeyDef, Level, PolicyKey, Resolution, Scope, WriteScope};
+use crate::domain::snapshot::NoneMatch;
+use crate::domain::{KeyDef, Level, PolicyKey, Resolution, Scope, SnapshotTag, WriteScope};
 use crate::store::{keys, resolve as store_resolve};
 
 /// The four scope fields a caller may pass.
@@ -59,9 +59,34 @@ impl ScopeParams {
     responses((status = 200, description = "the catalog: {keys: [...]}", body = Object),
               (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn keys(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let keys = keys::list(&state.pool).await?;
-    Ok(Json(json!({ "keys": keys })))
+    // From the replica, which follows catalog changes: no database needed.
+    Ok(Json(json!({ "keys": state.replica.catalog() })))
 }
+
+/// Marks an answer from a replica that may be stale (its database
+/// unreachable): `Age` (seconds) and `Policy-Values-Stale-Since` (RFC 3339).
+pub async fn mark_stale(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(req).await;
+    if let Some(since) = state.replica.stale_since() {
+        let age = (time::OffsetDateTime::now_utc() - since).whole_seconds().max(0);
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&age.to_string()) {
+            headers.insert(axum::http::header::AGE, value);
+        }
+        let since = since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        if let Ok(value) = HeaderValue::from_str(&since) {
+            headers.insert(STALE_SINCE, value);
+        }
+    }
+    response
+}
+
+/// The header that says since when an answer may be stale.
+pub const STALE_SINCE: axum::http::HeaderName = axum::http::HeaderName::from_static("policy-values-stale-since");
 
 fn missing_key() -> ApiError {
     ApiError::unprocessable("missing_field", "key is required").with_details(json!({ "field": "key" }))
@@ -133,8 +158,10 @@ pub async fn resolve(
     Ok(Json(ResolveAnswer { resolution, audit_id }))
 }
 
-/// Every key for one scope, with an ETag over the canonical JSON; a matching
-/// `If-None-Match` gets 304 with no body.
+/// Every key for one scope, from the server's replica (no database round
+/// trip). The ETag names the document by its position, the catalog, the
+/// scope and its next scheduled change (`domain::SnapshotTag`), so a
+/// matching `If-None-Match` is answered 304 before any document is built.
 #[utoipa::path(get, path = "/api/v1/policy-values/snapshot", tag = "read",
     params(("user_id" = Option<String>, Query, description = "the caller's user id"),
         ("project_id" = Option<String>, Query, description = "the caller's project id"),
@@ -149,30 +176,31 @@ pub async fn snapshot(
     QueryParams(params): QueryParams<ScopeParams>,
 ) -> Result<Response, ApiError> {
     let scope = params.to_scope()?;
-    let defs = keys::list(&state.pool).await?;
-    let mut conn = state.pool.acquire().await.map_err(crate::store::StoreError::from)?;
-    let snapshot = store_resolve::snapshot(&mut conn, &defs, &scope).await?;
-    // Canonical JSON: through serde_json::Value, whose maps sort their keys,
-    // then compact; any client can recompute the ETag from the body.
-    let body = serde_json::to_value(&snapshot).and_then(|v| serde_json::to_vec(&v)).map_err(|e| {
-        tracing::error!(error = %e, "snapshot serialization");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
-    })?;
-    let etag = format!("\"{}\"", hex::encode(Sha256::digest(&body)));
-    let etag_header = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
-    let matches = headers
-        .get_all(IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().trim_start_matches("W/"))
-        .any(|t| t == etag || t == "*");
     let cache = (CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if matches {
-        return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag_header), cache]).into_response());
+    let if_none_match = headers.get_all(IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok());
+    for header in if_none_match {
+        match state.replica.snapshot_unchanged(header, &scope) {
+            Some(NoneMatch::Tag(tag)) => {
+                return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag_header(&tag)), cache]).into_response());
+            }
+            Some(NoneMatch::Any) => return Ok((StatusCode::NOT_MODIFIED, [cache]).into_response()),
+            None => {}
+        }
     }
+    let (snapshot, tag) = state.replica.snapshot(&scope).map_err(|e| match e {
+        PolicyError::Unavailable(_) => ApiError::database_unavailable(),
+        _ => ApiError::internal(),
+    })?;
+    let body = serde_json::to_vec(&snapshot).map_err(|e| {
+        tracing::error!(error = %e, "snapshot serialization");
+        ApiError::internal()
+    })?;
     let json_type = (axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok((StatusCode::OK, [(ETAG, etag_header), cache, json_type], body).into_response())
+    Ok((StatusCode::OK, [(ETAG, etag_header(&tag)), cache, json_type], body).into_response())
+}
+
+fn etag_header(tag: &SnapshotTag) -> HeaderValue {
+    HeaderValue::from_str(&tag.etag()).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "health", security(()),

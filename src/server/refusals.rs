@@ -33,24 +33,29 @@ pub async fn audit_refusals(State(state): State<AppState>, req: Request, next: N
     if response.status().is_client_error() {
         let code = response.extensions().get::<ErrorCode>().map_or("refused", |c| c.0);
         super::metrics::admin_write("refused", code);
-        let principal = response.extensions().get::<Principal>().map(|p| p.name.clone());
-        let attempt = Attempt { action, code, status: response.status().as_u16(), request_id, body: &bytes };
-        record(&state, principal.as_deref().unwrap_or(ANONYMOUS), attempt).await;
+        let principal = response.extensions().get::<Principal>().map_or(ANONYMOUS.to_string(), |p| p.name.clone());
+        let attempt = Attempt { action, code, status: response.status().as_u16(), request_id, body: bytes };
+        // Detached: the record is written even if the caller hangs up now.
+        let recorded = crate::store::pool::detached(async move {
+            record(&state, &principal, attempt).await;
+            Ok(())
+        });
+        let _ = recorded.await;
     }
     response
 }
 
-struct Attempt<'a> {
+struct Attempt {
     action: &'static str,
     code: &'static str,
     status: u16,
     request_id: Option<String>,
-    body: &'a [u8],
+    body: axum::body::Bytes,
 }
 
 /// Appends the refusal (and, first, a summary of any suppressed ones). A
 /// failure to audit is logged; it does not change the answer.
-async fn record(state: &AppState, actor: &str, attempt: Attempt<'_>) {
+async fn record(state: &AppState, actor: &str, attempt: Attempt) {
     let decision = state.refusals.decide(actor);
     if decision.summarize > 0 {
         let summary = NewAuditRecord {
@@ -69,7 +74,7 @@ async fn record(state: &AppState, actor: &str, attempt: Attempt<'_>) {
         return;
     }
     // What the request said, as far as it parses; bounded in size.
-    let body: serde_json::Value = serde_json::from_slice(attempt.body).unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_slice(&attempt.body).unwrap_or_default();
     // Control characters are dropped: a NUL cannot even be stored.
     let text = |field: &str, max: usize| {
         let raw = body.get(field).and_then(|v| v.as_str())?;

@@ -5,12 +5,13 @@
 pub mod audit;
 pub mod audit_query;
 pub mod keys;
+pub mod pool;
 pub mod resolve;
 pub mod tokens;
 pub mod values;
 pub mod writer;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
@@ -44,6 +45,14 @@ pub enum StoreError {
     /// One failure of a batch of writes, told to each of them.
     #[error("database error: {0}")]
     Shared(std::sync::Arc<sqlx::Error>),
+    /// The connection failed after COMMIT was sent: the write may or may not
+    /// have been made. Re-read before retrying.
+    #[error("the commit's outcome is unknown: {0}")]
+    CommitUnknown(std::sync::Arc<sqlx::Error>),
+    /// A detached task (`pool::detached`) did not finish: it panicked, or
+    /// the runtime is shutting down.
+    #[error("a database task did not finish: {0}")]
+    Task(String),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -60,15 +69,56 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// A pool for `database_url`, with bounded connect time.
+impl StoreError {
+    /// Whether the database could not be reached (or stopped answering),
+    /// as opposed to refusing what was asked: worth retrying later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => unreachable_database(e),
+            StoreError::Shared(e) => unreachable_database(e),
+            _ => false,
+        }
+    }
+}
+
+/// Connection failures, pool exhaustion, and the server refusing or
+/// ending sessions (SQLSTATE class 08, 57P01-57P03, 53300).
+pub fn unreachable_database(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }
+        _ => false,
+    }
+}
+
+/// A pool for `database_url`, with bounded connect time, that never hands
+/// out a session left inside a transaction (see `pool`).
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
     let options: PgConnectOptions = database_url.parse()?;
-    let pool = PgPoolOptions::new()
+    let pool = pool::options()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(5))
         .connect_with(options)
         .await?;
     Ok(pool)
+}
+
+/// A pool for `database_url` that connects when first used (a server
+/// starting while the database is away).
+pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let options: PgConnectOptions = database_url.parse()?;
+    Ok(pool::options()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect_lazy_with(options))
 }
 
 /// Applies the forward-only migrations in `migrations/`.

@@ -3,7 +3,9 @@
 //! flush at a time. A `Writer` queues concurrent writes and sends whatever
 //! has queued as one statement (`policy_values_write_batch`, migration
 //! 0009): one transaction, one flush, and the same answers as the writes
-//! made one after another in queue order.
+//! made one after another in queue order. Each batch runs in a transaction
+//! of its own, in a task of its own: a caller that hangs up cannot cut it
+//! short, and "written" is answered only after its COMMIT succeeded.
 
 use std::sync::Arc;
 
@@ -124,13 +126,22 @@ async fn drain(pool: sqlx::PgPool, mut rx: mpsc::Receiver<Queued>) {
     }
 }
 
+/// Why a statement's writes were not all answered by their rows.
+enum Failure {
+    /// The transaction did not commit: nothing was written.
+    NotWritten(sqlx::Error),
+    /// The connection failed after COMMIT was sent: whether the writes
+    /// were made is unknown.
+    Unknown(sqlx::Error),
+}
+
 /// Makes `requests` in one statement and answers each. If the database
 /// refuses the statement (which rolls all of it back), each write is made
 /// alone so that only the one at fault is refused.
 pub async fn execute(pool: &sqlx::PgPool, requests: &[Request]) -> Vec<Result<Written, StoreError>> {
     metrics::histogram!("policy_values_write_batch_size").record(requests.len() as f64);
     match send(pool, requests).await {
-        Err(err @ sqlx::Error::Database(_)) if requests.len() > 1 => {
+        Err(Failure::NotWritten(err @ sqlx::Error::Database(_))) if requests.len() > 1 => {
             tracing::info!(error = %err, writes = requests.len(), "a batched write was refused; writing one at a time");
             let mut answers = Vec::with_capacity(requests.len());
             for request in requests.chunks(1) {
@@ -143,7 +154,7 @@ pub async fn execute(pool: &sqlx::PgPool, requests: &[Request]) -> Vec<Result<Wr
 }
 
 /// Each write's answer from what the statement that made them returned.
-fn answer_all(requests: &[Request], sent: Result<Vec<Row>, sqlx::Error>) -> Vec<Result<Written, StoreError>> {
+fn answer_all(requests: &[Request], sent: Result<Vec<Row>, Failure>) -> Vec<Result<Written, StoreError>> {
     match sent {
         Ok(rows) if rows.len() == requests.len() => {
             requests.iter().zip(rows).map(|(r, row)| interpret(r, row)).collect()
@@ -152,13 +163,19 @@ fn answer_all(requests: &[Request], sent: Result<Vec<Row>, sqlx::Error>) -> Vec<
             let msg = format!("policy_values_write_batch answered {} rows for {} writes", rows.len(), requests.len());
             requests.iter().map(|_| Err(StoreError::Corrupt(msg.clone()))).collect()
         }
-        Err(err) if requests.len() == 1 => vec![Err(err.into())],
-        // A lost connection, say: whether the batch committed is unknown
-        // (as for a lone write), and every writer is told it failed.
-        Err(err) => {
+        Err(Failure::NotWritten(err)) if requests.len() == 1 => vec![Err(err.into())],
+        // A lost connection, say: nothing was written, and every writer
+        // is told so.
+        Err(Failure::NotWritten(err)) => {
             tracing::error!(error = %err, writes = requests.len(), "a batch of writes failed");
             let shared = Arc::new(err);
             requests.iter().map(|_| Err(StoreError::Shared(shared.clone()))).collect()
+        }
+        Err(Failure::Unknown(err)) => {
+            tracing::error!(error = %err, writes = requests.len(), "the connection failed during COMMIT");
+            metrics::counter!("policy_values_commit_unknown_total").increment(requests.len() as u64);
+            let shared = Arc::new(err);
+            requests.iter().map(|_| Err(StoreError::CommitUnknown(shared.clone()))).collect()
         }
     }
 }
@@ -176,7 +193,22 @@ struct Row {
     audit_seq: Option<i64>,
 }
 
-async fn send(pool: &sqlx::PgPool, requests: &[Request]) -> Result<Vec<Row>, sqlx::Error> {
+/// Runs the batch in a transaction this function opens on a connection
+/// the pool knows to be idle (`pool::options`), and answers only once its
+/// own COMMIT has succeeded: an answer of "written" means committed.
+async fn send(pool: &sqlx::PgPool, requests: &[Request]) -> Result<Vec<Row>, Failure> {
+    let mut tx = pool.begin().await.map_err(Failure::NotWritten)?;
+    let rows = statement(&mut tx, requests).await.map_err(Failure::NotWritten)?;
+    match tx.commit().await {
+        Ok(()) => Ok(rows),
+        // The server answered the COMMIT with an error: it rolled back.
+        Err(err @ sqlx::Error::Database(_)) => Err(Failure::NotWritten(err)),
+        Err(err) => Err(Failure::Unknown(err)),
+    }
+}
+
+/// The `policy_values_write_batch` call for `requests`.
+async fn statement(conn: &mut sqlx::PgConnection, requests: &[Request]) -> Result<Vec<Row>, sqlx::Error> {
     fn column<'a, T>(requests: &'a [Request], field: impl Fn(&'a Request) -> T) -> Vec<T> {
         requests.iter().map(field).collect()
     }
@@ -208,7 +240,7 @@ async fn send(pool: &sqlx::PgPool, requests: &[Request]) -> Result<Vec<Row>, sql
         &request_ids as &[Option<&str>],
         &metadata,
     )
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await
 }
 
