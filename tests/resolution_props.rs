@@ -3,7 +3,9 @@
 //! of the rule: most specific level first; per level the non-cancelled row
 //! with the latest effective_at <= T, ties to the latest seq; a tombstone
 //! means "not set here"; else the catalog default. A running PolicyClient,
-//! tailing the same database, gives the server's answer for every scope now.
+//! tailing the same database, gives the server's answer for every scope now,
+//! and builds the same snapshot document the database computes; a client
+//! following a server's change feed gives the same answers.
 
 mod common;
 
@@ -80,7 +82,13 @@ fn scopes() -> Vec<Scope> {
     out
 }
 
-async fn check(pool: &PgPool, client: &PolicyClient, case: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+async fn check(
+    pool: &PgPool,
+    client: &PolicyClient,
+    follower: &PolicyClient,
+    case: usize,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
     let def = KeyDef {
         key: PolicyKey::parse(&format!("prop.key_{case}")).unwrap(),
         value_type: ValueType::Int,
@@ -122,9 +130,16 @@ async fn check(pool: &PgPool, client: &PolicyClient, case: usize, ops: &[Op]) ->
             prop_assert_eq!((value, got.source.level), expected, "scope {:?} at {}", scope, at);
         }
     }
-    let last_seq: i64 =
-        sqlx::query_scalar("select coalesce(max(seq), 0) from policy_values").fetch_one(&mut *conn).await.unwrap();
+    // The last position: value rows and catalog changes (this case's key).
+    let last_seq: i64 = sqlx::query_scalar(
+        "select greatest((select coalesce(max(seq), 0) from policy_values),
+                         (select coalesce(max(seq), 0) from policy_key_changes))",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
     common::eventually("the client applies every row", || async { client.health().last_seq >= last_seq }).await;
+    common::eventually("the HTTP client applies every row", || async { follower.health().last_seq >= last_seq }).await;
     for scope in scopes() {
         let now = OffsetDateTime::now_utc();
         let server = resolve::resolve(&mut conn, &def, &scope, Some(now)).await.unwrap();
@@ -132,6 +147,19 @@ async fn check(pool: &PgPool, client: &PolicyClient, case: usize, ops: &[Op]) ->
         prop_assert_eq!(&local.value, &server.value, "scope {:?}", scope);
         prop_assert_eq!(&local.source, &server.source, "scope {:?}", scope);
         prop_assert_eq!(&local.explain, &server.explain, "scope {:?}", scope);
+        // The client following the servers' feed answers as the one
+        // following the database.
+        let remote = follower.explain(&scope, def.key.as_str()).unwrap().resolution;
+        prop_assert_eq!(&remote, &local, "HTTP source, scope {:?}", scope);
+    }
+    // The snapshot document the server builds from its replica equals the
+    // one computed by the database, key for key.
+    let defs = keys::list(&mut *conn).await.unwrap();
+    for scope in scopes() {
+        let stored = resolve::snapshot(&mut conn, &defs, &scope).await.unwrap();
+        let (local, _tag) = client.snapshot(&scope).unwrap();
+        let (local, stored) = (serde_json::to_value(&local).unwrap(), serde_json::to_value(&stored).unwrap());
+        prop_assert_eq!(local, stored, "snapshot for scope {:?}", scope);
     }
     Ok(())
 }
@@ -141,13 +169,21 @@ fn the_store_resolves_random_histories_as_the_reference_model_does() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let pool = rt.block_on(common::fresh_database());
     let client = rt.block_on(PolicyClient::builder().pool(pool.clone()).connect()).unwrap();
+    // A server on the same database, and a client following its feed.
+    let follower = rt.block_on(async {
+        let token = common::create_token(&pool, policy_values::store::tokens::Role::Reader, "prop-reader").await;
+        let config = policy_values::server::ServerConfig::default();
+        let base = common::serve(&pool, &config, common::options_of(&pool)).await;
+        PolicyClient::builder().servers([base]).token(token).connect().await.unwrap()
+    });
     let cases = AtomicUsize::new(0);
     let mut runner = TestRunner::new(Config { cases: 24, failure_persistence: None, ..Config::default() });
     let result = runner.run(&prop::collection::vec(op(), 0..30), |ops| {
         let case = cases.fetch_add(1, Ordering::Relaxed);
-        rt.block_on(check(&pool, &client, case, &ops))
+        rt.block_on(check(&pool, &client, &follower, case, &ops))
     });
     drop(client);
+    drop(follower);
     rt.block_on(common::drop_database(pool));
     if let Err(e) = result {
         panic!("{e}");

@@ -1,5 +1,6 @@
 //! Reading the store for the client: a full load (catalog, every row in
-//! force or scheduled, the last seq) and the tail's fetch of newer rows.
+//! force or scheduled, the last position) and the tail's fetch of newer
+//! changes.
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -7,6 +8,7 @@ use time::OffsetDateTime;
 use futures_util::TryStreamExt;
 
 use super::replica::{Fresh, Row, RowKind};
+use super::wire::{ChangeRecord, KeyRecord, RecordKind, ValueRecord};
 use crate::domain::Level;
 use crate::store::{keys, StoreError};
 
@@ -22,13 +24,17 @@ use crate::store::{keys, StoreError};
 pub async fn full(pool: &PgPool) -> Result<(Fresh, i64), StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query!("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
-    let last = sqlx::query!(r#"select seq, created_at from policy_values order by seq desc limit 1"#)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let (last_seq, horizon) = match last {
-        Some(r) => (r.seq, r.created_at),
-        None => (0, OffsetDateTime::UNIX_EPOCH),
-    };
+    // The position covers catalog changes too; the horizon is the time of
+    // the last value row.
+    let last = sqlx::query!(
+        r#"select (select coalesce(max(seq), 0) from policy_values) as "values!",
+                  (select coalesce(max(seq), 0) from policy_key_changes) as "keys!",
+                  (select created_at from policy_values order by seq desc limit 1) as horizon"#
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let last_seq = last.values.max(last.keys);
+    let horizon = last.horizon.unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let mut fresh = Fresh::new(keys::list(&mut *tx).await?, horizon);
     let mut records = sqlx::query!(
         r#"select seq as "seq!", id as "id!", key as "key!", level as "level!",
@@ -53,40 +59,50 @@ pub async fn full(pool: &PgPool) -> Result<(Fresh, i64), StoreError> {
     Ok((fresh, last_seq))
 }
 
-/// Rows with seq above `after`, in seq order, at most `limit`, with the
-/// database time of the newest one (the pruning horizon after applying).
-pub async fn after(pool: &PgPool, after: i64, limit: i64) -> Result<(Vec<Row>, Option<OffsetDateTime>), StoreError> {
+/// Changes (value rows and catalog definitions) with seq above `after`, in
+/// seq order, at most `limit`.
+pub async fn after(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<ChangeRecord>, StoreError> {
     let records = sqlx::query!(
-        "select seq, id, kind, key, level, scope_id, value, effective_at, cancels_seq, created_at
-         from policy_values where seq > $1 order by seq limit $2",
+        r#"select seq as "seq!", id, kind, key as "key!", level, scope_id, value, effective_at, cancels_seq,
+                  null::jsonb as definition, created_at as "created_at!"
+           from policy_values where seq > $1
+           union all
+           select seq, null, null, key, null, null, null, null, null, definition, created_at
+           from policy_key_changes where seq > $1
+           order by 1 limit $2"#,
         after,
         limit
     )
     .fetch_all(pool)
     .await?;
-    let horizon = records.last().map(|r| r.created_at);
-    let rows = records
+    records
         .into_iter()
         .map(|r| {
-            let kind = match (r.kind.as_str(), r.cancels_seq) {
-                ("set", _) => RowKind::Set,
-                ("unset", _) => RowKind::Unset,
-                ("cancel", Some(cancels_seq)) => RowKind::Cancel { cancels_seq },
-                (other, _) => return Err(StoreError::Corrupt(format!("row kind {other:?}"))),
+            let corrupt = |what: &str| StoreError::Corrupt(format!("change {}: {what}", r.seq));
+            if let Some(definition) = r.definition {
+                let definition = serde_json::from_value(definition).map_err(|e| corrupt(&e.to_string()))?;
+                return Ok(ChangeRecord::Key(KeyRecord { seq: r.seq, definition, created_at: r.created_at }));
+            }
+            let kind = match r.kind.as_deref() {
+                Some("set") => RecordKind::Set,
+                Some("unset") => RecordKind::Unset,
+                Some("cancel") => RecordKind::Cancel,
+                other => return Err(corrupt(&format!("row kind {other:?}"))),
             };
-            Ok(Row {
+            Ok(ChangeRecord::Value(ValueRecord {
                 seq: r.seq,
-                id: r.id,
+                id: r.id.ok_or_else(|| corrupt("no id"))?,
                 kind,
                 key: r.key,
-                level: parse_level(&r.level)?,
-                scope_id: r.scope_id,
+                level: r.level.ok_or_else(|| corrupt("no level"))?,
+                scope_id: r.scope_id.ok_or_else(|| corrupt("no scope id"))?,
                 value: r.value,
-                effective_at: r.effective_at,
-            })
+                effective_at: r.effective_at.ok_or_else(|| corrupt("no effective_at"))?,
+                cancels_seq: r.cancels_seq,
+                created_at: r.created_at,
+            }))
         })
-        .collect::<Result<_, StoreError>>()?;
-    Ok((rows, horizon))
+        .collect()
 }
 
 fn parse_level(raw: &str) -> Result<Level, StoreError> {

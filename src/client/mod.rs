@@ -5,88 +5,42 @@
 //! store's notifications, and falls back to a snapshot file or the catalog
 //! defaults when the database cannot be reached.
 
+#![warn(missing_docs)]
+// Built with no source feature, the client can only be `fixed()`; the
+// machinery the sources share is then unused.
+#![cfg_attr(not(any(feature = "db-source", feature = "http-source")), allow(dead_code, unused_variables))]
+
 mod builder;
-mod load;
+mod error;
+mod handle;
+mod health;
+#[cfg(feature = "http-source")]
+mod http;
+#[cfg(feature = "db-source")]
+pub(crate) mod load;
 mod replica;
+mod scope_snapshot;
 mod snapshot;
+mod source;
+#[cfg(feature = "db-source")]
 mod tail;
+pub mod wire;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 use crate::domain::resolve::resolution;
-use crate::domain::{KeyDef, Resolution, Scope, Value, ValueType};
+use crate::domain::{KeyDef, Scope};
 pub use builder::{FixedBuilder, PolicyClientBuilder};
+pub use error::PolicyError;
+pub use handle::{Handle, KeyWatch, PolicyType};
+pub use health::{Explanation, Health, Origin};
 pub use replica::AppliedRow as Change;
-use replica::{KeySlot, KeyState, Replica};
-
-/// Why a read was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PolicyError {
-    #[error("unknown policy key {0:?}")]
-    UnknownKey(String),
-    #[error("policy key {key} holds {actual} values, not {requested}")]
-    TypeMismatch { key: String, requested: ValueType, actual: ValueType },
-    #[error("policy key {0} is fail-closed and no value is known (no database, no snapshot)")]
-    Unavailable(String),
-    #[error("invalid value for {key}: {reason}")]
-    InvalidValue { key: String, reason: String },
-    #[error("cannot start the client: {0}")]
-    Start(String),
-}
-
-/// Where the replica's contents came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    /// Loaded from the database and tailing it.
-    Live = 0,
-    /// Restored from the snapshot file; the database has not answered yet.
-    Snapshot = 1,
-    /// Neither database nor snapshot: catalog defaults only.
-    Default = 2,
-    /// Values given in code (`PolicyClient::fixed`), for tests.
-    Fixed = 3,
-}
-
-impl Origin {
-    fn from_u8(raw: u8) -> Origin {
-        match raw {
-            0 => Origin::Live,
-            1 => Origin::Snapshot,
-            3 => Origin::Fixed,
-            _ => Origin::Default,
-        }
-    }
-}
-
-/// The client's state, as health checks report it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Health {
-    pub origin: Origin,
-    /// Since when the replica may be stale (database unreachable), if it is.
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub stale_since: Option<OffsetDateTime>,
-    pub last_seq: i64,
-    pub rows: usize,
-    /// Connections to the store re-established after one was lost.
-    pub reconnects: u64,
-}
-
-/// An answer with the level that won and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Explanation {
-    #[serde(flatten)]
-    pub resolution: Resolution,
-    pub origin: Origin,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub stale_since: Option<OffsetDateTime>,
-    pub last_seq: i64,
-}
+use replica::{KeyState, Replica};
+pub use snapshot::{Image, ImageRow};
 
 const NOT_STALE: i64 = i64::MIN;
 
@@ -121,6 +75,12 @@ pub(crate) struct Shared {
     events: broadcast::Sender<Change>,
     /// The last applied seq, for `wait_for`.
     applied: tokio::sync::watch::Sender<i64>,
+    /// The origin, for `wait_live`.
+    origin_watch: tokio::sync::watch::Sender<Origin>,
+    /// The pruning horizon: the database time of the last applied row.
+    horizon_ns: AtomicI64,
+    /// Told of every change applied (the server's change feed).
+    observer: std::sync::OnceLock<Arc<dyn wire::ChangeObserver>>,
 }
 
 impl Shared {
@@ -133,6 +93,9 @@ impl Shared {
             reconnects: AtomicU64::new(0),
             events: broadcast::channel(1024).0,
             applied: tokio::sync::watch::channel(0).0,
+            origin_watch: tokio::sync::watch::channel(Origin::Default).0,
+            horizon_ns: AtomicI64::new(0),
+            observer: std::sync::OnceLock::new(),
         }
     }
 
@@ -142,6 +105,17 @@ impl Shared {
 
     fn set_origin(&self, origin: Origin) {
         self.origin.store(origin as u8, Ordering::Relaxed);
+        self.origin_watch.send_if_modified(|o| std::mem::replace(o, origin) != origin);
+    }
+
+    fn horizon(&self) -> OffsetDateTime {
+        let ns = self.horizon_ns.load(Ordering::SeqCst);
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    fn set_horizon(&self, horizon: OffsetDateTime) {
+        let ns = i64::try_from(horizon.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+        self.horizon_ns.store(ns, Ordering::SeqCst);
     }
 
     fn stale_since(&self) -> Option<OffsetDateTime> {
@@ -179,12 +153,7 @@ impl Shared {
         metrics::gauge!("policy_values_client_staleness_seconds").set(stale);
         metrics::counter!("policy_values_client_reconnects_total").absolute(self.reconnects.load(Ordering::Relaxed));
         let reads = READS.load(Ordering::Relaxed);
-        let source = match self.origin() {
-            Origin::Live => "live",
-            Origin::Snapshot => "snapshot",
-            Origin::Default => "default",
-            Origin::Fixed => "fixed",
-        };
+        let source = self.origin().as_str();
         metrics::counter!("policy_values_client_reads_total", "source" => source).increment(reads - *reads_published);
         *reads_published = reads;
     }
@@ -209,59 +178,38 @@ impl Drop for TaskGuard {
     }
 }
 
-/// A policy type a key can hold: `i64`, `bool` or `Arc<str>`.
-pub trait PolicyType: Sized {
-    const TYPE: ValueType;
-    fn from_value(value: &Value) -> Option<Self>;
-}
-
-impl PolicyType for i64 {
-    const TYPE: ValueType = ValueType::Int;
-    fn from_value(value: &Value) -> Option<i64> {
-        match value {
-            Value::Int(i) => Some(*i),
-            _ => None,
-        }
-    }
-}
-
-impl PolicyType for bool {
-    const TYPE: ValueType = ValueType::Bool;
-    fn from_value(value: &Value) -> Option<bool> {
-        match value {
-            Value::Bool(b) => Some(*b),
-            _ => None,
-        }
-    }
-}
-
-impl PolicyType for Arc<str> {
-    const TYPE: ValueType = ValueType::String;
-    fn from_value(value: &Value) -> Option<Arc<str>> {
-        match value {
-            Value::String(s) => Some(Arc::clone(s)),
-            _ => None,
-        }
-    }
-}
-
-/// A key checked once for existence and type; reading it cannot fail.
-pub struct Handle<T> {
-    slot: Arc<KeySlot>,
-    /// Answered should the key's type ever change under a running client.
-    fallback: T,
-}
-
-impl<T: PolicyType + Clone> Handle<T> {
-    pub fn get(&self, scope: &Scope) -> T {
-        count_read();
-        let state = self.slot.read();
-        T::from_value(state.resolve(scope, state.now()).value).unwrap_or_else(|| self.fallback.clone())
-    }
-}
-
 /// The client. Cheap to clone; all clones share one replica and one
 /// background task, which ends when the last clone is dropped.
+///
+/// Reads are synchronous and answer from memory: the most specific level of
+/// the scope that holds a value wins, then the global value, then the
+/// catalog default.
+///
+/// ```
+/// use policy_values::{Level, PolicyClient, Scope, WriteScope};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = PolicyClient::fixed()
+///     .set("allocation.max_concurrent_per_user", WriteScope::global(), 10)
+///     .set("allocation.max_concurrent_per_user", WriteScope::at(Level::Org, "acme")?, 20)
+///     .build()?;
+///
+/// let key = "allocation.max_concurrent_per_user";
+/// assert_eq!(client.get_int(&Scope::new().user("u1").org("acme"), key)?, 20);
+/// assert_eq!(client.get_int(&Scope::new().user("u2").org("globex"), key)?, 10);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A service follows the database instead (the `db-source` feature):
+///
+/// ```no_run
+/// # #[cfg(feature = "db-source")]
+/// # async fn start() -> Result<(), policy_values::PolicyError> {
+/// let client = policy_values::PolicyClient::connect("postgres://policy_reader@db/policy_values").await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct PolicyClient {
     shared: Arc<Shared>,
@@ -270,10 +218,12 @@ pub struct PolicyClient {
 
 impl PolicyClient {
     /// Connects to the store at `database_url` with the default settings.
+    #[cfg(feature = "db-source")]
     pub async fn connect(database_url: &str) -> Result<PolicyClient, PolicyError> {
         PolicyClient::builder().database_url(database_url).connect().await
     }
 
+    /// Settings for a client that follows a source (see [`PolicyClientBuilder`]).
     pub fn builder() -> PolicyClientBuilder {
         PolicyClientBuilder::default()
     }
@@ -295,14 +245,18 @@ impl PolicyClient {
         T::from_value(value).ok_or_else(|| mismatch::<T>(&state.def))
     }
 
+    /// Reads an int key for `scope`.
     pub fn get_int(&self, scope: &Scope, key: &str) -> Result<i64, PolicyError> {
         self.get(scope, key)
     }
 
+    /// Reads a bool key for `scope`.
     pub fn get_bool(&self, scope: &Scope, key: &str) -> Result<bool, PolicyError> {
         self.get(scope, key)
     }
 
+    /// Reads a string key for `scope`; the text is shared with the replica,
+    /// not copied.
     pub fn get_string(&self, scope: &Scope, key: &str) -> Result<Arc<str>, PolicyError> {
         self.get(scope, key)
     }
@@ -319,16 +273,35 @@ impl PolicyClient {
         Ok(Handle { slot, fallback })
     }
 
+    /// A handle on an int key.
     pub fn int_key(&self, key: &str) -> Result<Handle<i64>, PolicyError> {
         self.key(key)
     }
 
+    /// A handle on a bool key.
     pub fn bool_key(&self, key: &str) -> Result<Handle<bool>, PolicyError> {
         self.key(key)
     }
 
+    /// A handle on a string key.
     pub fn string_key(&self, key: &str) -> Result<Handle<Arc<str>>, PolicyError> {
         self.key(key)
+    }
+
+    /// The replica as a document: what a server answers for the bootstrap
+    /// (`GET /api/v1/replica`) and a client writes as its snapshot file.
+    pub fn image(&self) -> Image {
+        let replica = &self.shared.replica;
+        let (position, horizon) = replica.consistent(|| (self.shared.last_seq(), self.shared.horizon()));
+        Image::of(replica, position, horizon)
+    }
+
+    /// Every key's definition, as the replica holds it, sorted by key.
+    pub fn catalog(&self) -> Vec<KeyDef> {
+        let mut defs = Vec::new();
+        self.shared.replica.for_each_key(|state| defs.push(state.def.clone()));
+        defs.sort_by(|a, b| a.key.cmp(&b.key));
+        defs
     }
 
     /// A key's catalog definition, as the replica holds it.
@@ -336,7 +309,23 @@ impl PolicyClient {
         Some(self.shared.replica.slot(key)?.read().def.clone())
     }
 
-    /// The answer with every level consulted and where it came from.
+    /// The answer with every level consulted and where it came from, as the
+    /// server's resolve endpoint gives it.
+    ///
+    /// ```
+    /// use policy_values::{Level, PolicyClient, Scope, WriteScope};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = PolicyClient::fixed()
+    ///     .set("allocation.refund_window_days", WriteScope::at(Level::Org, "acme")?, 45)
+    ///     .build()?;
+    /// let why = client.explain(&Scope::new().user("u1").org("acme"), "allocation.refund_window_days")?;
+    /// assert_eq!(why.resolution.source.level, "org");
+    /// let won: Vec<&str> = why.resolution.explain.iter().filter(|l| l.won).map(|l| l.level).collect();
+    /// assert_eq!(won, ["org"]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn explain(&self, scope: &Scope, key: &str) -> Result<Explanation, PolicyError> {
         let slot = self.shared.replica.slot(key).ok_or_else(|| PolicyError::UnknownKey(key.to_string()))?;
         let state = slot.read();
@@ -350,6 +339,13 @@ impl PolicyClient {
         })
     }
 
+    /// Since when the replica may be stale (its source unreachable), if it
+    /// is: one atomic read, for every request.
+    pub fn stale_since(&self) -> Option<OffsetDateTime> {
+        self.shared.stale_since()
+    }
+
+    /// The client's state: origin, staleness, position, size, reconnections.
     pub fn health(&self) -> Health {
         Health {
             origin: self.shared.origin(),
@@ -368,6 +364,15 @@ impl PolicyClient {
         tokio::time::timeout(timeout, applied.wait_for(|&last| last >= seq)).await.is_ok_and(|r| r.is_ok())
     }
 
+    /// Waits until the replica is live (loaded from its source and
+    /// following it), at most `timeout`; says whether it is. A client that
+    /// started from its snapshot file serves at once and goes live when it
+    /// has caught up.
+    pub async fn wait_live(&self, timeout: std::time::Duration) -> bool {
+        let mut origin = self.shared.origin_watch.subscribe();
+        tokio::time::timeout(timeout, origin.wait_for(|o| *o == Origin::Live)).await.is_ok_and(|r| r.is_ok())
+    }
+
     /// Every change as it is applied. A receiver that falls more than 1,024
     /// changes behind loses the oldest (`RecvError::Lagged`); the replica
     /// itself is always current, so read the values again then.
@@ -376,6 +381,16 @@ impl PolicyClient {
     }
 
     /// Changes of one key only.
+    ///
+    /// ```no_run
+    /// # async fn follow(client: policy_values::PolicyClient) -> Result<(), policy_values::PolicyError> {
+    /// let mut ttl = client.watch_key("terminal.session_max_ttl_seconds")?;
+    /// while let Some(change) = ttl.changed().await {
+    ///     println!("{} at {} {}: {:?} from {}", change.key, change.level, change.scope_id, change.value, change.effective_at);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn watch_key(&self, key: &str) -> Result<KeyWatch, PolicyError> {
         if self.shared.replica.slot(key).is_none() {
             return Err(PolicyError::UnknownKey(key.to_string()));
@@ -393,23 +408,4 @@ impl PolicyClient {
 
 fn mismatch<T: PolicyType>(def: &KeyDef) -> PolicyError {
     PolicyError::TypeMismatch { key: def.key.to_string(), requested: T::TYPE, actual: def.value_type }
-}
-
-/// A subscription to one key's changes.
-pub struct KeyWatch {
-    key: Arc<str>,
-    events: broadcast::Receiver<Change>,
-}
-
-impl KeyWatch {
-    /// The next change of this key; `None` once the client is gone.
-    pub async fn changed(&mut self) -> Option<Change> {
-        loop {
-            match self.events.recv().await {
-                Ok(change) if change.key == self.key => return Some(change),
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    }
 }

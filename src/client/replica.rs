@@ -4,6 +4,7 @@
 //! with a fast non-cryptographic hasher; they allocate nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use dashmap::DashMap;
@@ -130,6 +131,11 @@ impl KeyState {
         }
         let history = self.history_mut(level, scope_id);
         let at = history.partition_point(|e| (e.effective_at, e.seq) < (entry.effective_at, entry.seq));
+        // A row seen twice (a snapshot file written while rows were being
+        // applied, then caught up from its position) is kept once.
+        if history.get(at).is_some_and(|e| e.seq == entry.seq) {
+            return;
+        }
         // Histories are short, most a single entry: grow them exactly, or a
         // million scopes would each hold room for four entries.
         history.reserve_exact(1);
@@ -173,6 +179,17 @@ impl KeyState {
         self.rows
     }
 
+    /// The earliest entry after `now` in a history `scope` reads (global
+    /// included): when this key's answer for `scope` changes next.
+    pub fn next_change_for(&self, scope: &Scope, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.next_change?;
+        Level::ORDER
+            .into_iter()
+            .filter_map(|level| self.history(level, scope.key(level)?))
+            .filter_map(|h| h.iter().find(|e| e.effective_at > now).map(|e| e.effective_at))
+            .min()
+    }
+
     /// Every (level, scope id, entry), for snapshots.
     pub fn entries(&self) -> impl Iterator<Item = (Level, &str, &Entry)> {
         self.histories().flat_map(|(level, id, h)| h.iter().map(move |e| (level, id, e)))
@@ -213,9 +230,89 @@ impl KeySlot {
 #[derive(Default)]
 pub struct Replica {
     keys: DashMap<Box<str>, Arc<KeySlot>, FixedState>,
+    /// A sequence lock over changes that span keys (`changing`): odd while
+    /// one is under way. Reads of one key need no more than its own lock;
+    /// reads of every key (a snapshot) use `consistent`.
+    epoch: AtomicU64,
+    /// A fingerprint of what the catalog says (see `catalog_fingerprint`),
+    /// computed when first asked for after a catalog change.
+    catalog: AtomicU64,
+    catalog_stale: std::sync::atomic::AtomicBool,
+    catalog_lock: std::sync::Mutex<()>,
+}
+
+/// Marks a change under way until dropped (see `Replica::changing`).
+pub struct Changing<'a>(&'a AtomicU64);
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl Replica {
+    /// Brackets a change (rows applied with the position that goes with
+    /// them, a catalog reload) so that `consistent` readers never see half
+    /// of it. Only the tail calls it, one change at a time.
+    pub fn changing(&self) -> Changing<'_> {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        Changing(&self.epoch)
+    }
+
+    /// Runs `read` until it ran while no change was under way, so what it
+    /// read across keys belongs to one position. Gives up waiting (and
+    /// answers the last read) only if changes never pause.
+    pub fn consistent<T>(&self, mut read: impl FnMut() -> T) -> T {
+        for _ in 0..10_000 {
+            let before = self.epoch.load(Ordering::SeqCst);
+            if before % 2 == 0 {
+                let out = read();
+                fence(Ordering::SeqCst);
+                if self.epoch.load(Ordering::SeqCst) == before {
+                    return out;
+                }
+            }
+            std::thread::yield_now();
+        }
+        read()
+    }
+
+    /// A digest of the catalog's keys, types, defaults, bounds and
+    /// fail-closed flags; equal on every replica holding the same catalog.
+    pub fn catalog_fingerprint(&self) -> u64 {
+        if self.catalog_stale.load(Ordering::SeqCst) {
+            let _one = self.catalog_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if self.catalog_stale.swap(false, Ordering::SeqCst) {
+                self.refresh_fingerprint();
+            }
+        }
+        self.catalog.load(Ordering::SeqCst)
+    }
+
+    fn refresh_fingerprint(&self) {
+        let mut defs: Vec<String> = self
+            .keys
+            .iter()
+            .map(|slot| {
+                let state = slot.read();
+                let d = &state.def;
+                format!(
+                    "{}|{}|{}|{:?}|{}",
+                    d.key,
+                    d.value_type,
+                    d.default.to_json(),
+                    d.bounds.to_parts(),
+                    d.fail_closed
+                )
+            })
+            .collect();
+        defs.sort_unstable();
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(defs.join("\n").as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        self.catalog.store(u64::from_be_bytes(first), Ordering::SeqCst);
+    }
+
     pub fn slot(&self, key: &str) -> Option<dashmap::mapref::one::Ref<'_, Box<str>, Arc<KeySlot>>> {
         self.keys.get(key)
     }
@@ -245,6 +342,7 @@ impl Replica {
                 }
             }
         }
+        self.catalog_stale.store(true, Ordering::SeqCst);
     }
 
     /// Updates one key's definition (a catalog change), keeping its values.
@@ -256,6 +354,7 @@ impl Replica {
                 self.keys.insert(key, Arc::new(KeySlot { state: RwLock::new(KeyState::new(def)) }));
             }
         }
+        self.catalog_stale.store(true, Ordering::SeqCst);
     }
 
     /// Applies one row from the tail; `None` if its key is unknown here.
@@ -301,13 +400,19 @@ impl Replica {
 /// What applying a row changed, for subscribers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppliedRow {
+    /// The row's position in the store.
     pub seq: i64,
+    /// The key it changes.
     pub key: Arc<str>,
+    /// The level it was written at.
     pub level: Level,
+    /// The id at that level (`""` for global).
     pub scope_id: Arc<str>,
     /// The value the row sets; `None` for a removal or a cancellation.
     pub value: Option<Value>,
+    /// When the change takes (or took) effect.
     pub effective_at: OffsetDateTime,
+    /// Whether the row cancels a scheduled change (`value` is then `None`).
     pub cancelled: bool,
 }
 

@@ -1,7 +1,9 @@
-//! The fail-open snapshot file: the replica written atomically (temporary
-//! file, fsync, rename; mode 0600) with a SHA-256 checksum, read back when
-//! the database cannot be reached at start. A file that is corrupt,
-//! truncated or of another format is refused, never half-read.
+//! The replica's image: the catalog and every row in force or scheduled,
+//! complete up to a position. A server answers `GET /api/v1/replica` with
+//! it (the bootstrap); a client keeps it as its fail-open snapshot file,
+//! written atomically (temporary file, fsync, rename; mode 0600) behind a
+//! SHA-256 checksum. A file that is corrupt, truncated or of another format
+//! is refused, never half-read.
 
 use std::io::Write;
 use std::path::Path;
@@ -12,10 +14,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::replica::{Replica, Row, RowKind};
-use crate::domain::{Bounds, KeyDef, Level, PolicyKey, ValueType};
+use crate::domain::key::KeyColumns;
+use crate::domain::{KeyDef, Level};
 
 const MAGIC: &str = "policy-values-snapshot";
-const FORMAT: u32 = 1;
+/// 2: keys as their `policy_keys` columns, `position` for `last_seq`.
+const FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -25,48 +29,49 @@ pub enum SnapshotError {
     Format,
     #[error("the snapshot file's checksum does not match its contents")]
     Checksum,
-    #[error("the snapshot file's contents are invalid: {0}")]
+    #[error("the snapshot's contents are invalid: {0}")]
     Invalid(String),
 }
 
-#[derive(Serialize, Deserialize)]
-struct Contents {
-    last_seq: i64,
+/// The replica as a document.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Image {
+    /// Every change up to this position is reflected (later ones may be
+    /// too: applying them again changes nothing).
+    pub position: i64,
+    /// The pruning horizon: the database time of the last value row.
     #[serde(with = "time::serde::rfc3339")]
-    horizon: OffsetDateTime,
+    pub horizon: OffsetDateTime,
+    /// When the image was made.
     #[serde(with = "time::serde::rfc3339")]
-    written_at: OffsetDateTime,
-    keys: Vec<SnapKey>,
-    rows: Vec<SnapRow>,
+    pub written_at: OffsetDateTime,
+    /// Every key's definition, as its `policy_keys` columns.
+    pub keys: Vec<KeyColumns>,
+    /// Per scope, the row in force and every row scheduled.
+    pub rows: Vec<ImageRow>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapKey {
-    key: String,
-    value_type: ValueType,
-    default: serde_json::Value,
-    min: Option<i64>,
-    max: Option<i64>,
-    #[serde(rename = "enum")]
-    values: Option<Vec<String>>,
-    description: String,
-    unit: String,
-    fail_closed: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-struct SnapRow {
-    seq: i64,
-    id: Uuid,
-    key: String,
-    level: String,
-    scope_id: String,
-    value: Option<serde_json::Value>,
+/// A set row (`value` given) or a removal in force (`value: null`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImageRow {
+    /// The row's position.
+    pub seq: i64,
+    /// The row's id.
+    pub id: Uuid,
+    /// The policy key.
+    pub key: String,
+    /// `user`, `project`, `org`, `plan` or `global`.
+    pub level: String,
+    /// The id at that level (`""` for global).
+    pub scope_id: String,
+    /// The value; `None` for a removal in force.
+    pub value: Option<serde_json::Value>,
+    /// When it takes effect.
     #[serde(with = "time::serde::rfc3339")]
-    effective_at: OffsetDateTime,
+    pub effective_at: OffsetDateTime,
 }
 
-/// What a snapshot file restores.
+/// What an image restores.
 pub struct Restored {
     pub catalog: Vec<KeyDef>,
     pub rows: Vec<Row>,
@@ -75,37 +80,64 @@ pub struct Restored {
     pub written_at: OffsetDateTime,
 }
 
+impl Image {
+    /// The replica's contents, labelled with `position` and `horizon`
+    /// (read before the contents, so the image holds at least that much).
+    pub fn of(replica: &Replica, position: i64, horizon: OffsetDateTime) -> Image {
+        let mut keys = Vec::new();
+        let mut rows = Vec::new();
+        replica.for_each_key(|state| {
+            keys.push(KeyColumns::from_def(&state.def));
+            rows.extend(state.entries().map(|(level, scope_id, e)| ImageRow {
+                seq: e.seq,
+                id: e.id,
+                key: state.def.key.to_string(),
+                level: level.as_str().to_string(),
+                scope_id: scope_id.to_string(),
+                value: e.value.as_ref().map(|v| v.to_json()),
+                effective_at: e.effective_at,
+            }));
+        });
+        keys.sort_by(|a, b| a.key.cmp(&b.key));
+        rows.sort_by_key(|r| r.seq);
+        Image { position, horizon, written_at: OffsetDateTime::now_utc(), keys, rows }
+    }
+
+    /// Checks every definition and row, for installing.
+    pub fn restore(self) -> Result<Restored, SnapshotError> {
+        let catalog = self
+            .keys
+            .into_iter()
+            .map(|k| k.into_def().map_err(SnapshotError::Invalid))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self
+            .rows
+            .into_iter()
+            .map(|r| {
+                let level =
+                    Level::parse(&r.level).ok_or_else(|| SnapshotError::Invalid(format!("level {:?}", r.level)))?;
+                let kind = if r.value.is_some() { RowKind::Set } else { RowKind::Unset };
+                Ok(Row {
+                    seq: r.seq,
+                    id: r.id,
+                    kind,
+                    key: r.key,
+                    level,
+                    scope_id: r.scope_id,
+                    value: r.value,
+                    effective_at: r.effective_at,
+                })
+            })
+            .collect::<Result<Vec<_>, SnapshotError>>()?;
+        Ok(Restored { catalog, rows, last_seq: self.position, horizon: self.horizon, written_at: self.written_at })
+    }
+}
+
 /// Writes the replica to `path` atomically: a reader sees the old file or
 /// the new one, never a mix.
 pub fn write(path: &Path, replica: &Replica, last_seq: i64, horizon: OffsetDateTime) -> Result<(), SnapshotError> {
-    let mut keys = Vec::new();
-    let mut rows = Vec::new();
-    replica.for_each_key(|state| {
-        let (min, max, values) = state.def.bounds.to_parts();
-        keys.push(SnapKey {
-            key: state.def.key.to_string(),
-            value_type: state.def.value_type,
-            default: state.def.default.to_json(),
-            min,
-            max,
-            values,
-            description: state.def.description.clone(),
-            unit: state.def.unit.clone(),
-            fail_closed: state.def.fail_closed,
-        });
-        rows.extend(state.entries().map(|(level, scope_id, e)| SnapRow {
-            seq: e.seq,
-            id: e.id,
-            key: state.def.key.to_string(),
-            level: level.as_str().to_string(),
-            scope_id: scope_id.to_string(),
-            value: e.value.as_ref().map(|v| v.to_json()),
-            effective_at: e.effective_at,
-        }));
-    });
-    rows.sort_by_key(|r| r.seq);
-    let contents = Contents { last_seq, horizon, written_at: OffsetDateTime::now_utc(), keys, rows };
-    let body = serde_json::to_vec(&contents).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+    let body = serde_json::to_vec(&Image::of(replica, last_seq, horizon))
+        .map_err(|e| SnapshotError::Invalid(e.to_string()))?;
     let header = format!("{MAGIC} {FORMAT} sha256={}\n", hex::encode(Sha256::digest(&body)));
 
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
@@ -133,52 +165,6 @@ pub fn read(path: &Path) -> Result<Restored, SnapshotError> {
     if checksum != hex::encode(Sha256::digest(body)) {
         return Err(SnapshotError::Checksum);
     }
-    let contents: Contents = serde_json::from_slice(body).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-    let invalid = |what: String| SnapshotError::Invalid(what);
-    let catalog = contents
-        .keys
-        .into_iter()
-        .map(|k| {
-            let key = PolicyKey::parse(&k.key).ok_or_else(|| invalid(format!("key {:?}", k.key)))?;
-            let bounds = Bounds::from_parts(k.value_type, k.min, k.max, k.values)
-                .ok_or_else(|| invalid(format!("bounds of {key}")))?;
-            let default = crate::domain::Value::from_json(&k.default, k.value_type)
-                .map_err(|e| invalid(format!("default of {key}: {e}")))?;
-            let def = KeyDef {
-                key,
-                value_type: k.value_type,
-                default,
-                bounds,
-                description: k.description,
-                unit: k.unit,
-                fail_closed: k.fail_closed,
-            };
-            Ok(def)
-        })
-        .collect::<Result<Vec<_>, SnapshotError>>()?;
-    let rows = contents
-        .rows
-        .into_iter()
-        .map(|r| {
-            let level = Level::parse(&r.level).ok_or_else(|| invalid(format!("level {:?}", r.level)))?;
-            let kind = if r.value.is_some() { RowKind::Set } else { RowKind::Unset };
-            Ok(Row {
-                seq: r.seq,
-                id: r.id,
-                kind,
-                key: r.key,
-                level,
-                scope_id: r.scope_id,
-                value: r.value,
-                effective_at: r.effective_at,
-            })
-        })
-        .collect::<Result<Vec<_>, SnapshotError>>()?;
-    Ok(Restored {
-        catalog,
-        rows,
-        last_seq: contents.last_seq,
-        horizon: contents.horizon,
-        written_at: contents.written_at,
-    })
+    let image: Image = serde_json::from_slice(body).map_err(|e| SnapshotError::Invalid(e.to_string()))?;
+    image.restore()
 }

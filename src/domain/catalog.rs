@@ -9,17 +9,47 @@ use super::value::Value;
 /// snapshot can still serve defaults.
 pub const BUILTIN_CATALOG: &str = include_str!("../../seed/catalog.toml");
 
+/// The keys a store knows, each with its type, default and bounds.
+///
+/// ```
+/// use policy_values::{Catalog, Value};
+///
+/// let catalog = Catalog::builtin()?;
+/// let refunds = catalog.get("allocation.refund_window_days").expect("a built-in key");
+/// assert_eq!(refunds.default, Value::Int(30));
+///
+/// let text = r#"
+///     [[key]]
+///     key = "checkout.max_items"
+///     type = "int"
+///     default = 50
+///     min = 1
+///     max = 500
+///     description = "Items one checkout may hold."
+/// "#;
+/// assert_eq!(Catalog::parse(text)?.keys.len(), 1);
+/// # Ok::<(), policy_values::CatalogError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Catalog {
+    /// The keys, in the order the file lists them.
     pub keys: Vec<KeyDef>,
 }
 
+/// Why a catalog file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    /// The file is not TOML, or not in the catalog's shape.
     #[error("catalog is not valid TOML: {0}")]
     Syntax(#[from] toml::de::Error),
+    /// A key's definition does not hold together.
     #[error("key {key:?}: {problem}")]
-    Invalid { key: String, problem: String },
+    Invalid {
+        /// The key's name as written.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -47,6 +77,7 @@ struct RawKey {
 }
 
 impl Catalog {
+    /// The catalog built into this library (`seed/catalog.toml` at build time).
     pub fn builtin() -> Result<Catalog, CatalogError> {
         Catalog::parse(BUILTIN_CATALOG)
     }
@@ -66,6 +97,7 @@ impl Catalog {
         Ok(Catalog { keys })
     }
 
+    /// The definition of `key`, if the catalog holds it.
     pub fn get(&self, key: &str) -> Option<&KeyDef> {
         self.keys.iter().find(|k| k.key.as_str() == key)
     }

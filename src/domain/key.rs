@@ -12,6 +12,15 @@ use super::value::{Value, ValueError};
 pub struct PolicyKey(String);
 
 impl PolicyKey {
+    /// The key if `raw` is a well-formed name, else `None`.
+    ///
+    /// ```
+    /// use policy_values::PolicyKey;
+    ///
+    /// assert_eq!(PolicyKey::parse("allocation.refund_window_days").unwrap().as_str(), "allocation.refund_window_days");
+    /// assert!(PolicyKey::parse("Allocation.Refund").is_none());
+    /// assert!(PolicyKey::parse("nodot").is_none());
+    /// ```
     pub fn parse(raw: &str) -> Option<PolicyKey> {
         let segment_ok = |s: &str| {
             let mut chars = s.chars();
@@ -21,6 +30,7 @@ impl PolicyKey {
         valid.then(|| PolicyKey(raw.to_string()))
     }
 
+    /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -32,15 +42,20 @@ impl std::fmt::Display for PolicyKey {
     }
 }
 
+/// The type a key holds, named `int`, `bool` or `string` in JSON and TOML.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ValueType {
+    /// A whole number (`i64`).
     Int,
+    /// `true` or `false`.
     Bool,
+    /// Text, one of the key's enum.
     String,
 }
 
 impl ValueType {
+    /// The type's name: `int`, `bool` or `string`.
     pub fn as_str(self) -> &'static str {
         match self {
             ValueType::Int => "int",
@@ -49,6 +64,7 @@ impl ValueType {
         }
     }
 
+    /// The type named `raw`, if any.
     pub fn parse(raw: &str) -> Option<ValueType> {
         match raw {
             "int" => Some(ValueType::Int),
@@ -70,14 +86,20 @@ impl std::fmt::Display for ValueType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Bounds {
+    /// An int from `min` to `max`, both included.
     Int {
+        /// The least value allowed.
         min: i64,
+        /// The greatest value allowed.
         max: i64,
     },
+    /// A string that is one of `values` (compared exactly).
     Enum {
+        /// The strings allowed.
         #[serde(rename = "enum")]
         values: Vec<String>,
     },
+    /// A bool: both values are allowed.
     Bool {},
 }
 
@@ -107,6 +129,7 @@ impl Bounds {
         }
     }
 
+    /// The type these bounds are for.
     pub fn value_type(&self) -> ValueType {
         match self {
             Bounds::Int { .. } => ValueType::Int,
@@ -115,6 +138,16 @@ impl Bounds {
         }
     }
 
+    /// Whether `value` has the bounds' type and lies within them.
+    ///
+    /// ```
+    /// use policy_values::{Bounds, Value};
+    ///
+    /// let days = Bounds::Int { min: 0, max: 365 };
+    /// assert!(days.contains(&Value::Int(365)));
+    /// assert!(!days.contains(&Value::Int(366)));
+    /// assert!(!days.contains(&Value::Bool(true)));
+    /// ```
     pub fn contains(&self, value: &Value) -> bool {
         match (self, value) {
             (Bounds::Int { min, max }, Value::Int(v)) => (min..=max).contains(&v),
@@ -138,13 +171,21 @@ impl std::fmt::Display for Bounds {
 /// A key as the catalog defines it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyDef {
+    /// The key's name.
     pub key: PolicyKey,
+    /// The type of its values (`type` in JSON).
     #[serde(rename = "type")]
     pub value_type: ValueType,
+    /// The catalog default: the answer when no level holds a value.
     pub default: Value,
+    /// What a value may be.
     pub bounds: Bounds,
+    /// What the key is for, in a sentence.
     pub description: String,
+    /// The unit of an int value (`days`, `seconds`, `minor currency units`), or empty.
     pub unit: String,
+    /// Whether a client that knows only the catalog defaults (no database,
+    /// no snapshot) refuses to answer for this key rather than give the default.
     pub fail_closed: bool,
 }
 
@@ -168,9 +209,96 @@ impl KeyDef {
     }
 }
 
+/// A key's definition as the database stores it: the columns of a
+/// `policy_keys` row, under their names. It is also the definition's JSON
+/// form wherever a definition travels (the catalog history table, the
+/// change feed, the bootstrap), so a column added to the table travels too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyColumns {
+    /// The dotted key name.
+    pub key: String,
+    /// `int`, `bool` or `string`.
+    pub value_type: String,
+    /// The catalog default, as JSON.
+    pub default_value: serde_json::Value,
+    /// An int key's inclusive minimum.
+    pub min_value: Option<i64>,
+    /// An int key's inclusive maximum.
+    pub max_value: Option<i64>,
+    /// A string key's allowed values.
+    pub enum_values: Option<Vec<String>>,
+    /// What the key is for.
+    pub description: String,
+    /// The unit of an int key (may be empty).
+    #[serde(default)]
+    pub unit: String,
+    /// Refuse reads rather than serve the default when nothing is known.
+    #[serde(default)]
+    pub fail_closed: bool,
+}
+
+impl KeyColumns {
+    /// The definition these columns hold, checked as a catalog file is.
+    pub fn into_def(self) -> Result<KeyDef, String> {
+        let name = self.key.clone();
+        let invalid = |what: &str| format!("definition of {name:?}: {what}");
+        let key = PolicyKey::parse(&self.key).ok_or_else(|| invalid("bad key name"))?;
+        let value_type = ValueType::parse(&self.value_type).ok_or_else(|| invalid("bad value_type"))?;
+        let bounds = Bounds::from_parts(value_type, self.min_value, self.max_value, self.enum_values)
+            .ok_or_else(|| invalid("bounds do not fit the type"))?;
+        let default = Value::from_json(&self.default_value, value_type).map_err(|e| invalid(&e.to_string()))?;
+        Ok(KeyDef {
+            key,
+            value_type,
+            default,
+            bounds,
+            description: self.description,
+            unit: self.unit,
+            fail_closed: self.fail_closed,
+        })
+    }
+
+    /// The columns that store `def`.
+    pub fn from_def(def: &KeyDef) -> KeyColumns {
+        let (min_value, max_value, enum_values) = def.bounds.to_parts();
+        KeyColumns {
+            key: def.key.to_string(),
+            value_type: def.value_type.as_str().to_string(),
+            default_value: def.default.to_json(),
+            min_value,
+            max_value,
+            enum_values,
+            description: def.description.clone(),
+            unit: def.unit.clone(),
+            fail_closed: def.fail_closed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_definition_round_trips_through_its_columns() {
+        let def = KeyDef {
+            key: PolicyKey::parse("allocation.refund_window_days").unwrap(),
+            value_type: ValueType::Int,
+            default: Value::Int(30),
+            bounds: Bounds::Int { min: 0, max: 365 },
+            description: "days".into(),
+            unit: "days".into(),
+            fail_closed: true,
+        };
+        let columns = KeyColumns::from_def(&def);
+        let json = serde_json::to_value(&columns).unwrap();
+        assert_eq!(json["default_value"], serde_json::json!(30));
+        let back: KeyColumns = serde_json::from_value(json).unwrap();
+        assert_eq!(back.into_def(), Ok(def));
+        let mut bad = columns.clone();
+        bad.min_value = None;
+        assert!(bad.into_def().unwrap_err().contains("bounds"));
+    }
 
     #[test]
     fn key_names_are_dotted_lowercase_segments() {

@@ -16,9 +16,13 @@ use super::value::Value;
 /// is a tombstone. Cancelled rows never appear in a history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The row's position in the store (ties of `effective_at` go to the higher).
     pub seq: i64,
+    /// The value row's id.
     pub id: Uuid,
+    /// When it takes effect.
     pub effective_at: OffsetDateTime,
+    /// The value, or `None` for a tombstone (the override was removed).
     pub value: Option<Value>,
 }
 
@@ -36,13 +40,23 @@ pub fn entry_at(history: &[Entry], at: Option<OffsetDateTime>) -> Option<&Entry>
 /// Which level gave the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Winner<'a> {
-    Row { level: Level, entry: &'a Entry },
+    /// A value row stored at a level.
+    Row {
+        /// The level that held it.
+        level: Level,
+        /// The row in effect there.
+        entry: &'a Entry,
+    },
+    /// No level held a value: the catalog default.
     Default,
 }
 
+/// An answer, borrowed from the histories it was resolved from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resolved<'a> {
+    /// The value in force.
     pub value: &'a Value,
+    /// Where it came from.
     pub winner: Winner<'a>,
 }
 
@@ -81,15 +95,24 @@ pub enum LevelState {
     Default,
 }
 
+/// What one level held when a key was resolved, as `explain` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LevelReport {
+    /// `user`, `project`, `org`, `plan`, `global` or `default`.
     pub level: &'static str,
+    /// The caller's id at this level (`""` for global; none where not given
+    /// and for the default).
     pub scope_id: Option<String>,
+    /// What the level held.
     pub state: LevelState,
+    /// The value in effect there (the default's value for `default`).
     pub value: Option<Value>,
+    /// The value row in effect there (a tombstone's id for `removed`).
     pub value_id: Option<Uuid>,
+    /// When that row took effect.
     #[serde(with = "time::serde::rfc3339::option")]
     pub effective_at: Option<OffsetDateTime>,
+    /// Whether this level gave the answer (exactly one does).
     pub won: bool,
 }
 
@@ -145,20 +168,43 @@ fn report(
 pub struct Source {
     /// `user`, `project`, `org`, `plan`, `global` or `default`.
     pub level: &'static str,
+    /// The caller's id at that level (`""` for global, none for the default).
     pub scope_id: Option<String>,
+    /// The value row that won (none for the default).
     pub value_id: Option<Uuid>,
+    /// When that row took effect (none for the default).
     #[serde(with = "time::serde::rfc3339::option")]
     pub effective_at: Option<OffsetDateTime>,
+}
+
+impl Source {
+    /// The source of an answer resolved for `scope`.
+    pub fn of(resolved: &Resolved<'_>, scope: &Scope) -> Source {
+        match resolved.winner {
+            Winner::Row { level, entry } => Source {
+                level: level.as_str(),
+                scope_id: scope.id(level).map(str::to_string),
+                value_id: Some(entry.id),
+                effective_at: Some(entry.effective_at),
+            },
+            Winner::Default => Source { level: "default", scope_id: None, value_id: None, effective_at: None },
+        }
+    }
 }
 
 /// An owned, explained answer, as the resolve endpoint returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Resolution {
+    /// The key resolved.
     pub key: String,
+    /// Its type (`type` in JSON).
     #[serde(rename = "type")]
     pub value_type: ValueType,
+    /// The answer.
     pub value: Value,
+    /// The level and row that gave it.
     pub source: Source,
+    /// Every level consulted, most specific first, then the default.
     pub explain: Vec<LevelReport>,
 }
 
@@ -168,15 +214,7 @@ where
     H: Fn(Level, ScopeKey<'_>) -> Option<&'a [Entry]> + Copy,
 {
     let resolved = resolve(def, scope, at, history);
-    let source = match resolved.winner {
-        Winner::Row { level, entry } => Source {
-            level: level.as_str(),
-            scope_id: scope.id(level).map(str::to_string),
-            value_id: Some(entry.id),
-            effective_at: Some(entry.effective_at),
-        },
-        Winner::Default => Source { level: "default", scope_id: None, value_id: None, effective_at: None },
-    };
+    let source = Source::of(&resolved, scope);
     Resolution {
         key: def.key.to_string(),
         value_type: def.value_type,

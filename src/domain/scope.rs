@@ -6,10 +6,15 @@ use serde::{Serialize, Serializer};
 /// A level of resolution, most specific first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Level {
+    /// One user (`user_id`).
     User,
+    /// One project (`project_id`).
     Project,
+    /// One organisation (`org_id`).
     Org,
+    /// Everyone on one plan (`plan`).
     Plan,
+    /// Everyone: the admin-set global value (the catalog default stands below it).
     Global,
 }
 
@@ -22,6 +27,7 @@ impl Level {
         self as usize
     }
 
+    /// The level's name: `user`, `project`, `org`, `plan` or `global`.
     pub fn as_str(self) -> &'static str {
         match self {
             Level::User => "user",
@@ -32,6 +38,7 @@ impl Level {
         }
     }
 
+    /// The level named `raw` (`org`), if any.
     pub fn parse(raw: &str) -> Option<Level> {
         Level::ORDER.into_iter().find(|l| l.as_str() == raw)
     }
@@ -47,6 +54,7 @@ impl Level {
         }
     }
 
+    /// The level whose scope field is `field` (`org_id` → `Org`), if any.
     pub fn from_field(field: &str) -> Option<Level> {
         Level::ORDER.into_iter().find(|l| l.field() == Some(field))
     }
@@ -64,14 +72,20 @@ impl std::fmt::Display for Level {
     }
 }
 
+/// Why a scope was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
+    /// A field other than `user_id`, `project_id`, `org_id` or `plan`.
     #[error("unknown scope field {0:?}; expected user_id, project_id, org_id or plan")]
     UnknownField(String),
+    /// An id that is empty, over 256 characters, or holds a control character
+    /// (the field's name).
     #[error("scope field {0} must be a non-empty string of at most 256 characters without control characters")]
     InvalidId(&'static str),
+    /// A write scope with more than one level, or an id for the global level.
     #[error("a write scope names exactly one of user_id, project_id, org_id, plan, or is {{}} for global")]
     NotOneLevel,
+    /// A scope given as JSON that is not an object.
     #[error("scope must be a JSON object")]
     NotAnObject,
 }
@@ -106,12 +120,24 @@ impl ScopeId {
 /// (`0` for global, which needs no lookup by id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScopeKey<'a> {
+    /// The id (`""` for global).
     pub id: &'a str,
+    /// Its hash (`scope_hash`).
     pub hash: u64,
 }
 
-/// What a caller knows about itself. Built fluently:
-/// `Scope::new().user("u1").org("acme").plan("pro")`.
+/// What a caller knows about itself. Built fluently; resolution tries the
+/// levels it names from the most specific, then the global level, then the
+/// catalog default.
+///
+/// ```
+/// use policy_values::{Level, Scope};
+///
+/// let scope = Scope::new().user("u1").org("acme").plan("pro");
+/// assert_eq!(scope.id(Level::Org), Some("acme"));
+/// assert_eq!(scope.id(Level::Project), None); // not given: skipped
+/// assert_eq!(scope.id(Level::Global), Some("")); // always consulted
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Scope {
     /// Indexed by `Level::index()`: user, project, org, plan.
@@ -119,6 +145,7 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// A scope that names no level: only the global value and the default apply.
     pub fn new() -> Scope {
         Scope::default()
     }
@@ -128,18 +155,23 @@ impl Scope {
         self
     }
 
+    /// With the user `id`. Ids are not checked here (a caller's own ids are
+    /// trusted); `with` checks them, as the server does for requests.
     pub fn user(self, id: impl Into<String>) -> Scope {
         self.set(Level::User, id.into())
     }
 
+    /// With the project `id`.
     pub fn project(self, id: impl Into<String>) -> Scope {
         self.set(Level::Project, id.into())
     }
 
+    /// With the organisation `id`.
     pub fn org(self, id: impl Into<String>) -> Scope {
         self.set(Level::Org, id.into())
     }
 
+    /// With the plan `name`.
     pub fn plan(self, name: impl Into<String>) -> Scope {
         self.set(Level::Plan, name.into())
     }
@@ -189,10 +221,23 @@ pub struct WriteScope {
 }
 
 impl WriteScope {
+    /// The global level (`{}`).
     pub fn global() -> WriteScope {
         WriteScope { level: Level::Global, id: String::new() }
     }
 
+    /// The level `level` with the id `id`, checked; `Level::Global` takes
+    /// the id `""`.
+    ///
+    /// ```
+    /// use policy_values::{Level, ScopeError, WriteScope};
+    ///
+    /// let acme = WriteScope::at(Level::Org, "acme")?;
+    /// assert_eq!(acme.to_json(), serde_json::json!({"org_id": "acme"}));
+    /// assert_eq!(WriteScope::at(Level::Global, "")?, WriteScope::global());
+    /// assert_eq!(WriteScope::at(Level::Org, ""), Err(ScopeError::InvalidId("org_id")));
+    /// # Ok::<(), ScopeError>(())
+    /// ```
     pub fn at(level: Level, id: &str) -> Result<WriteScope, ScopeError> {
         match level.field() {
             None if id.is_empty() => Ok(WriteScope::global()),
@@ -220,10 +265,12 @@ impl WriteScope {
         WriteScope::at(level, id)
     }
 
+    /// The level written to.
     pub fn level(&self) -> Level {
         self.level
     }
 
+    /// The id at that level (`""` for global).
     pub fn id(&self) -> &str {
         &self.id
     }

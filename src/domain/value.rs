@@ -10,19 +10,44 @@ use super::key::ValueType;
 /// `"full-reimage"`). Strings are shared (`Arc<str>`), so handing one out
 /// of the client's replica is a reference-count increment, not a copy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// ```
+/// use policy_values::{Value, ValueType};
+///
+/// let days = Value::from_json(&serde_json::json!(45), ValueType::Int)?;
+/// assert_eq!(days, Value::Int(45));
+/// assert_eq!(days.to_json(), serde_json::json!(45));
+/// assert!(Value::from_json(&serde_json::json!("45"), ValueType::Int).is_err());
+/// # Ok::<(), policy_values::ValueError>(())
+/// ```
 pub enum Value {
+    /// A whole number.
     Int(i64),
+    /// A switch.
     Bool(bool),
+    /// Text, shared.
     String(Arc<str>),
 }
 
 /// Why a value does not fit a key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
+    /// The value has another type than the key.
     #[error("expected a value of type {expected}, got {got}")]
-    TypeMismatch { expected: ValueType, got: String },
+    TypeMismatch {
+        /// The key's type.
+        expected: ValueType,
+        /// The kind of value given (`string`, `float`, `null`, ...).
+        got: String,
+    },
+    /// The value has the key's type but lies outside its bounds.
     #[error("{value} is outside the bounds {bounds}")]
-    OutOfBounds { value: String, bounds: String },
+    OutOfBounds {
+        /// The value, as text.
+        value: String,
+        /// The bounds, as text (`[0, 365]`, `one of [...]`).
+        bounds: String,
+    },
 }
 
 impl Value {
@@ -38,6 +63,7 @@ impl Value {
         parsed.ok_or_else(|| ValueError::TypeMismatch { expected: value_type, got: json_kind(json).to_string() })
     }
 
+    /// The plain JSON scalar.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Value::Int(i) => serde_json::Value::from(*i),
@@ -46,6 +72,7 @@ impl Value {
         }
     }
 
+    /// The value's type.
     pub fn value_type(&self) -> ValueType {
         match self {
             Value::Int(_) => ValueType::Int,
