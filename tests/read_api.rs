@@ -100,7 +100,10 @@ async fn the_snapshot_has_every_key_a_version_and_an_etag_that_answers_304(pool:
     let first = app.get(path, &app.reader).await;
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.json["values"].as_object().unwrap().len(), 16);
-    assert_eq!(first.json["version"], json!(0));
+    // The version is the store's position: here, the catalog's last change.
+    let catalog: i64 =
+        sqlx::query_scalar("select max(seq) from policy_key_changes").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(first.json["version"], json!(catalog));
     assert_eq!(first.json["scope"], json!({"org_id": "acme"}));
     let etag = first.headers["etag"].to_str().unwrap().to_string();
 
@@ -118,12 +121,57 @@ async fn the_snapshot_has_every_key_a_version_and_an_etag_that_answers_304(pool:
     assert_ne!(changed.headers["etag"].to_str().unwrap(), etag);
     assert_eq!(changed.json["values"][KEY]["value"], json!(999));
     assert_eq!(changed.json["values"][KEY]["source"]["level"], "org");
-    assert_eq!(changed.json["version"], json!(1));
-    // The ETag is the SHA-256 of the canonical JSON (sorted keys, compact).
-    use sha2::Digest;
-    let body = serde_json::to_vec(&changed.json).unwrap();
-    let expected = format!("\"{}\"", hex::encode(sha2::Sha256::digest(&body)));
-    assert_eq!(changed.headers["etag"].to_str().unwrap(), expected);
+    assert_eq!(changed.json["version"], json!(catalog + 1));
+    // The ETag names the document by its position, not by hashing it.
+    let tag = changed.headers["etag"].to_str().unwrap();
+    assert!(tag.starts_with(&format!("W/\"{}.0.", catalog + 1)), "{tag}");
+}
+
+#[sqlx::test]
+async fn a_snapshot_etag_stops_matching_when_a_scheduled_change_takes_effect(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let path = "/api/v1/policy-values/snapshot?org_id=acme";
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let at_text = at.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let body = json!({"key": KEY, "scope": {"org_id": "acme"}, "value": 777, "old_value": 120,
+                      "effective_at": at_text, "reason": "scheduled"});
+    assert_eq!(app.write(body).await.status, StatusCode::CREATED);
+    let before = app.get(path, &app.reader).await;
+    assert_eq!(before.json["values"][KEY]["value"], json!(120));
+    let next = time::OffsetDateTime::parse(
+        before.json["next_change_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(next.unix_timestamp(), at.unix_timestamp());
+    let etag = before.headers["etag"].to_str().unwrap().to_string();
+    let conditional =
+        || app.http.get(format!("{}{path}", app.base)).bearer_auth(&app.reader).header("if-none-match", &etag);
+    assert_eq!(app.send(conditional()).await.status, StatusCode::NOT_MODIFIED);
+    common::eventually("the scheduled change takes effect", || async { time::OffsetDateTime::now_utc() > at }).await;
+    let after = app.send(conditional()).await;
+    assert_eq!(after.status, StatusCode::OK, "the same position, but the change is due");
+    assert_eq!(after.json["values"][KEY]["value"], json!(777));
+    assert_eq!(after.json["next_change_at"], json!(null));
+    assert_ne!(after.headers["etag"].to_str().unwrap(), etag);
+}
+
+#[sqlx::test]
+async fn a_large_snapshot_is_gzipped_for_a_caller_that_accepts_it(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let url = format!("{}/api/v1/policy-values/snapshot?org_id=acme", app.base);
+    // A client that neither asks for nor undoes compression by itself.
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let plain = raw.get(&url).bearer_auth(&app.reader).send().await.unwrap();
+    assert_eq!(plain.headers().get("content-encoding"), None);
+    let plain = plain.bytes().await.unwrap();
+    assert!(plain.len() > 1024, "a document of {} bytes", plain.len());
+    let gzipped = raw.get(&url).bearer_auth(&app.reader).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(gzipped.status(), StatusCode::OK);
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    let bytes = gzipped.bytes().await.unwrap();
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "the gzip magic number");
+    assert!(bytes.len() < plain.len() / 2, "{} gzipped bytes against {} plain", bytes.len(), plain.len());
 }
 
 #[sqlx::test]

@@ -3,16 +3,16 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
-pub mod cli;
+pub mod bootstrap;
+pub mod changes;
 pub mod error;
 pub mod extract;
+pub mod feed;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod read;
 pub mod refusals;
-pub mod remote;
-pub mod remote_format;
 pub mod token_cache;
 
 use std::future::Future;
@@ -44,6 +44,10 @@ pub struct Shared {
     pub writer: crate::store::writer::Writer,
     /// The server's own replica: current answers come from memory.
     pub replica: crate::client::PolicyClient,
+    /// The change feed the replica publishes to.
+    pub feed: std::sync::Arc<feed::Feed>,
+    /// The bootstrap, built once per position.
+    pub bootstrap: bootstrap::BootstrapCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -55,30 +59,61 @@ impl std::ops::Deref for AppState {
 }
 
 /// Server settings beyond the database and address.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub write_rate: limits::WriteRate,
     /// Longest a request may take before it is answered 503 `timeout`.
     pub request_timeout: std::time::Duration,
+    /// How long verified tokens stay valid after the revocation listener is
+    /// lost (see `token_cache`).
+    pub auth_grace: std::time::Duration,
+    /// Where the replica keeps its snapshot file, to start from while the
+    /// database is away.
+    pub snapshot_path: Option<std::path::PathBuf>,
+    pub feed: feed::FeedConfig,
 }
 
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
-        ServerConfig { write_rate: limits::WriteRate::default(), request_timeout: std::time::Duration::from_secs(30) }
+        ServerConfig {
+            write_rate: limits::WriteRate::default(),
+            request_timeout: std::time::Duration::from_secs(30),
+            auth_grace: std::time::Duration::from_secs(300),
+            snapshot_path: None,
+            feed: feed::FeedConfig::default(),
+        }
     }
 }
 
 impl AppState {
-    /// Loads the replica and starts the token-cache listener.
+    /// Loads the replica (or starts from its snapshot file), starts the
+    /// change feed and the token-cache listener.
     pub async fn new(pool: PgPool, config: &ServerConfig) -> std::io::Result<AppState> {
         metrics::install();
-        let replica = crate::client::PolicyClient::builder()
+        let feed = std::sync::Arc::new(feed::Feed::new(config.feed));
+        let mut builder = crate::client::PolicyClient::builder()
             .pool(pool.clone())
-            .connect()
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let tokens = std::sync::Arc::new(token_cache::TokenCache::default());
-        tokens.spawn_listener(pool.clone());
+            .observer(feed.clone())
+            // A server reconnects quickly: it serves many clients.
+            .backoff_max(std::time::Duration::from_secs(2));
+        if let Some(path) = &config.snapshot_path {
+            builder = builder.snapshot_path(path);
+        }
+        let replica = builder.connect().await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        if replica.health().origin == crate::client::Origin::Live {
+            // Before serving, so a subscriber resuming here needs no reset.
+            backfill(&pool, &feed).await;
+        }
+        tokio::spawn(heartbeats(std::sync::Arc::downgrade(&feed), config.feed.heartbeat));
+        // Verified tokens are kept beside the snapshot file, for a start
+        // while the database is away.
+        let token_file = config.snapshot_path.as_ref().map(|p| {
+            let mut name = p.as_os_str().to_owned();
+            name.push(".tokens");
+            std::path::PathBuf::from(name)
+        });
+        let tokens = std::sync::Arc::new(token_cache::TokenCache::new(config.auth_grace, token_file));
+        tokens.spawn_listener(pool.clone()).await;
         Ok(AppState(std::sync::Arc::new(Shared {
             writer: crate::store::writer::Writer::spawn(pool.clone()),
             pool,
@@ -86,7 +121,36 @@ impl AppState {
             refusals: limits::RefusalLimiter::default(),
             tokens,
             replica,
+            feed,
+            bootstrap: bootstrap::BootstrapCache::default(),
         })))
+    }
+}
+
+/// Fills the feed's ring with the changes before the replica's load, so
+/// subscribers resuming after a restart of this server need no reset.
+async fn backfill(pool: &PgPool, feed: &feed::Feed) {
+    let (position, horizon) = feed.positions();
+    if position == 0 || horizon < position {
+        return;
+    }
+    let from = (position - feed.capacity() as i64).max(0);
+    match crate::client::load::after(pool, from, feed.capacity() as i64).await {
+        Ok(changes) => feed.backfill(&changes, from),
+        Err(e) => tracing::warn!(error = %e, "could not backfill the change feed"),
+    }
+}
+
+/// A comment on every stream every `period`, for as long as the feed lives.
+async fn heartbeats(feed: std::sync::Weak<feed::Feed>, period: std::time::Duration) {
+    let mut every = tokio::time::interval(period);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match feed.upgrade() {
+            Some(feed) => feed.heartbeat(),
+            None => return,
+        }
     }
 }
 
@@ -100,7 +164,10 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
     let reader = Router::new()
         .route("/api/v1/policy-keys", get(read::keys))
         .route("/api/v1/policy-values/resolve", get(read::resolve))
-        .route("/api/v1/policy-values/snapshot", get(read::snapshot));
+        .route("/api/v1/policy-values/snapshot", get(read::snapshot).layer(gzip()))
+        .route("/api/v1/replica", get(bootstrap::replica))
+        .route("/api/v1/changes", get(changes::changes))
+        .layer(middleware::from_fn_with_state(state.clone(), read::mark_stale));
     let auditor = Router::new()
         .route("/api/v1/admin/policy-values", get(admin::overrides))
         .route("/api/v1/admin/policy-values/history", get(audit::history))
@@ -134,6 +201,14 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Gzip for large answers when the caller accepts it (`Accept-Encoding`);
+/// small ones are not worth the CPU.
+fn gzip() -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+    let large = SizeAbove::new(1024).and(NotForContentType::const_new("text/event-stream"));
+    tower_http::compression::CompressionLayer::new().gzip(true).compress_when(large)
 }
 
 /// Answers 503 `timeout` when a request takes longer than `limit` to

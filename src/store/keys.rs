@@ -10,63 +10,38 @@ use uuid::Uuid;
 
 use super::audit::{self, NewAuditRecord};
 use super::{lock_writes, StoreError};
-use crate::domain::{Bounds, Catalog, KeyDef, PolicyKey, Value, ValueType};
+use crate::domain::key::KeyColumns;
+use crate::domain::{Catalog, KeyDef, PolicyKey};
 
-struct KeyRow {
-    key: String,
-    value_type: String,
-    default_value: serde_json::Value,
-    min_value: Option<i64>,
-    max_value: Option<i64>,
-    enum_values: Option<Vec<String>>,
-    description: String,
-    unit: String,
-    fail_closed: bool,
-}
-
-impl KeyRow {
-    fn into_def(self) -> Result<KeyDef, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("policy_keys row {:?}: {what}", self.key));
-        let key = PolicyKey::parse(&self.key).ok_or_else(|| corrupt("bad key name"))?;
-        let value_type = ValueType::parse(&self.value_type).ok_or_else(|| corrupt("bad value_type"))?;
-        let bounds = Bounds::from_parts(value_type, self.min_value, self.max_value, self.enum_values.clone())
-            .ok_or_else(|| corrupt("bounds do not fit the type"))?;
-        let default = Value::from_json(&self.default_value, value_type).map_err(|e| corrupt(&e.to_string()))?;
-        Ok(KeyDef {
-            key,
-            value_type,
-            default,
-            bounds,
-            description: self.description,
-            unit: self.unit,
-            fail_closed: self.fail_closed,
-        })
-    }
+/// A `policy_keys` row read into its definition; a row that does not make
+/// one was written around the store's checks.
+fn into_def(row: KeyColumns) -> Result<KeyDef, StoreError> {
+    row.into_def().map_err(|e| StoreError::Corrupt(format!("policy_keys row: {e}")))
 }
 
 /// One key's definition, or `None` if the catalog has no such key.
 pub async fn get(executor: impl PgExecutor<'_>, key: &str) -> Result<Option<KeyDef>, StoreError> {
     let row = sqlx::query_as!(
-        KeyRow,
+        KeyColumns,
         "select key, value_type, default_value, min_value, max_value, enum_values, description, unit, fail_closed
          from policy_keys where key = $1",
         key
     )
     .fetch_optional(executor)
     .await?;
-    row.map(KeyRow::into_def).transpose()
+    row.map(into_def).transpose()
 }
 
 /// The whole catalog, ordered by key.
 pub async fn list(executor: impl PgExecutor<'_>) -> Result<Vec<KeyDef>, StoreError> {
     let rows = sqlx::query_as!(
-        KeyRow,
+        KeyColumns,
         "select key, value_type, default_value, min_value, max_value, enum_values, description, unit, fail_closed
          from policy_keys order by key"
     )
     .fetch_all(executor)
     .await?;
-    rows.into_iter().map(KeyRow::into_def).collect()
+    rows.into_iter().map(into_def).collect()
 }
 
 /// A stored value (in force or scheduled) that a catalog change would strand.

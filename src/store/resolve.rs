@@ -2,9 +2,6 @@
 //! the row in effect at a time, then apply the shared rule in
 //! `domain::resolve`, so the server and the client answer alike.
 
-use std::collections::BTreeMap;
-
-use serde::Serialize;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
@@ -12,7 +9,7 @@ use super::values::typed;
 use super::{db_now, StoreError};
 use crate::domain::resolve::resolution;
 use crate::domain::scope::ScopeKey;
-use crate::domain::{Entry, KeyDef, Level, Resolution, Scope, Source, Value, ValueType};
+use crate::domain::{Entry, KeyDef, Level, Resolution, Scope};
 
 /// The row in effect at one (key, level, scope id).
 struct InEffect {
@@ -90,35 +87,21 @@ pub async fn resolve(
     Ok(resolve_from(def, scope, at, &rows))
 }
 
-/// Every key resolved for one scope, with the version (last applied seq) it
-/// reflects. Its canonical JSON is what the ETag hashes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Snapshot {
-    pub scope: Scope,
-    pub version: i64,
-    /// The next scheduled change that touches this scope, if any: the
-    /// document changes then without a new version.
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub next_change_at: Option<OffsetDateTime>,
-    pub values: BTreeMap<String, SnapshotValue>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SnapshotValue {
-    #[serde(rename = "type")]
-    pub value_type: ValueType,
-    pub value: Value,
-    pub source: Source,
-}
+pub use crate::domain::snapshot::{Snapshot, SnapshotValue};
 
 /// Resolves every key in `defs` for `scope` now, in one repeatable-read
-/// transaction so the version and the values agree.
+/// transaction so the version (the last position, value rows and catalog
+/// changes alike) and the values agree.
 pub async fn snapshot(conn: &mut PgConnection, defs: &[KeyDef], scope: &Scope) -> Result<Snapshot, StoreError> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     sqlx::query!("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
     let now = db_now(&mut tx).await?;
-    let version =
-        sqlx::query_scalar!(r#"select coalesce(max(seq), 0) as "v!" from policy_values"#).fetch_one(&mut *tx).await?;
+    let version = sqlx::query_scalar!(
+        r#"select greatest((select coalesce(max(seq), 0) from policy_values),
+                           (select coalesce(max(seq), 0) from policy_key_changes)) as "v!""#
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let next_change_at = sqlx::query_scalar!(
         r#"select min(effective_at) from policy_value_history
            where effective_at > $1
@@ -137,12 +120,13 @@ pub async fn snapshot(conn: &mut PgConnection, defs: &[KeyDef], scope: &Scope) -
     .await?;
     let rows = in_effect(&mut tx, defs, None, scope, now).await?;
     tx.commit().await?;
-    let values = defs
+    let mut values = defs
         .iter()
         .map(|def| {
             let r = resolve_from(def, scope, now, &rows);
             (r.key, SnapshotValue { value_type: r.value_type, value: r.value, source: r.source })
         })
-        .collect();
+        .collect::<Vec<_>>();
+    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(Snapshot { scope: scope.clone(), version, next_change_at, values })
 }

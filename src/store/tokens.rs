@@ -1,6 +1,6 @@
 //! The `api_tokens` table: tokens are stored as SHA-256 hashes only.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgExecutor;
 use time::OffsetDateTime;
@@ -10,7 +10,7 @@ use super::StoreError;
 
 /// What a token may do. `admin` may do everything; `auditor` reads the audit
 /// log and everything a `reader` may; `reader` resolves and reads the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Reader,
@@ -47,7 +47,7 @@ impl Role {
 }
 
 /// The authenticated caller: the token's name is the audit actor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     pub token_id: Uuid,
     pub name: String,

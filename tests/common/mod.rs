@@ -9,6 +9,7 @@ use policy_values::server::{auth, Application, ServerConfig};
 use policy_values::store::{keys, tokens, tokens::Role};
 use reqwest::StatusCode;
 use serde_json::Value as Json;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
 pub struct TestApp {
@@ -46,15 +47,25 @@ impl TestApp {
     }
 
     pub async fn spawn_with(pool: PgPool, config: &ServerConfig) -> TestApp {
+        let options = options_of(&pool);
+        TestApp::spawn_via(pool, config, options).await
+    }
+
+    /// The server reaching its database with `server_options` (through a
+    /// proxy, say); `pool` stays the test's direct one.
+    pub async fn spawn_via(pool: PgPool, config: &ServerConfig, server_options: PgConnectOptions) -> TestApp {
         let catalog = Catalog::builtin().unwrap();
         keys::sync(&pool, &catalog, "catalog-sync", "test setup").await.unwrap();
         let admin = create_token(&pool, Role::Admin, "alice-admin").await;
         let auditor = create_token(&pool, Role::Auditor, "ava-auditor").await;
         let reader = create_token(&pool, Role::Reader, "rex-reader").await;
-        let app = Application::build_with(pool.clone(), "127.0.0.1:0", config).await.unwrap();
-        let base = format!("http://127.0.0.1:{}", app.port());
-        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        let base = serve(&pool, config, server_options).await;
         TestApp { base, pool, http: reqwest::Client::new(), admin, auditor, reader }
+    }
+
+    /// Another server on the same database; its base URL.
+    pub async fn another_server(&self, config: &ServerConfig) -> String {
+        serve(&self.pool, config, options_of(&self.pool)).await
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
@@ -99,6 +110,25 @@ impl TestApp {
     }
 }
 
+/// The real server on port 0, with a pool built as `serve` builds it (sized,
+/// checking each connection it takes back), closed with `test_pool` so the
+/// test's database can be dropped; its base URL.
+pub async fn serve(test_pool: &PgPool, config: &ServerConfig, options: PgConnectOptions) -> String {
+    let server_pool = policy_values::store::pool::options()
+        .max_connections(16)
+        .acquire_timeout(std::time::Duration::from_secs(2))
+        .connect_lazy_with(options);
+    let (test_pool, closing) = (test_pool.clone(), server_pool.clone());
+    tokio::spawn(async move {
+        test_pool.close_event().await;
+        closing.close().await;
+    });
+    let app = Application::build_with(server_pool, "127.0.0.1:0", config).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    base
+}
+
 /// A new, migrated database on the server of `DATABASE_URL`, for tests that
 /// cannot take `#[sqlx::test]` (they drive their own runtime).
 pub async fn fresh_database() -> PgPool {
@@ -115,6 +145,7 @@ pub async fn fresh_database() -> PgPool {
 }
 
 pub mod proxy;
+pub mod sse;
 
 /// Connect options for the test's own database (from its pool).
 pub fn options_of(pool: &PgPool) -> sqlx::postgres::PgConnectOptions {
