@@ -14,18 +14,30 @@ SQLX_CLI_VERSION := 0.8.6
 # Extra arguments for the test runner, e.g. `make test TEST_ARGS=resolve`.
 TEST_ARGS ?=
 
+# The binary, built as `make test` builds it, so that neither recompiles after
+# the other. Selecting a test target is what makes it so: with Cargo's
+# resolver 2, the dev-dependencies (proptest, criterion) add features to
+# shared dependencies (regex-syntax, regex-automata, either, bitflags, ...)
+# only when a test target is built, and those features change the hash of
+# about 28 units, sqlx, tower-http, tracing-subscriber and policy_values
+# among them. tests/cli.rs, which drives the binary, is the cheapest target to
+# select; --all-features matches `make test`.
+BUILD := SQLX_OFFLINE=true $(CARGO) build --all-features --bin policy-values --test cli
+
 # Shell expressions, expanded inside recipes.
 BIN := "$${CARGO_TARGET_DIR:-target}/debug/policy-values"
 ADDR := $${POLICY_VALUES_ADDR:-127.0.0.1:8080}
 
-.PHONY: help run build test lint sqlx-check prepare sqlx-cli fmt migrate seed bench db-url db-stop
+.PHONY: help run build install test lint doc sqlx-check prepare sqlx-cli fmt migrate seed bench db-url db-stop
 
 help:
 	@echo "policy-values make targets:"
 	@echo "  run         dev database + migrate + seed + admin token, then serve"
-	@echo "  build       cargo build --bin policy-values (SQLX_OFFLINE=true)"
-	@echo "  test        run the test suite against database policy_values_test"
-	@echo "  lint        rustfmt check, clippy (all features / no default features), sqlx-check"
+	@echo "  build       build the binary as make test does, so neither recompiles after the other"
+	@echo "  install     put that binary on the PATH as policy-values (in \$$CARGO_HOME/bin, ~/.cargo/bin)"
+	@echo "  test        run the test suite and the doc tests against database policy_values_test"
+	@echo "  lint        rustfmt check, clippy (all features / no default features / openfeature alone), doc, sqlx-check"
+	@echo "  doc         cargo doc --no-deps --all-features, warnings as errors"
 	@echo "  sqlx-check  check that .sqlx/ offline query data is up to date"
 	@echo "  prepare     regenerate .sqlx/ offline query data"
 	@echo "  fmt         cargo fmt --all"
@@ -37,12 +49,25 @@ help:
 	@echo "  db-stop     stop the project-local PostgreSQL cluster (.pgdata/), if any"
 
 build:
-	SQLX_OFFLINE=true $(CARGO) build --bin policy-values
+	$(BUILD)
+
+# The development binary (the one `make run` serves with) on the PATH, for
+# the CLI's commands: copied into Cargo's bin directory, which rustup puts on
+# the PATH. (`cargo install --path . --locked` builds a release binary
+# instead, from scratch.)
+install: build
+	@DEST="$${CARGO_INSTALL_ROOT:-$${CARGO_HOME:-$$HOME/.cargo}}/bin"
+	mkdir -p "$$DEST"
+	install -m 0755 $(BIN) "$$DEST/policy-values"
+	echo "installed $$DEST/policy-values"
+	if [[ "$$(command -v policy-values)" != "$$DEST/policy-values" ]]; then
+		echo "warning: $$DEST is not first on your PATH; add it (export PATH=\"$$DEST:\$$PATH\") or run $$DEST/policy-values" >&2
+	fi
 
 run:
 	@URL=$$($(DEV_DB) policy_values)
-	echo "==> SQLX_OFFLINE=true $(CARGO) build --bin policy-values" >&2
-	SQLX_OFFLINE=true $(CARGO) build --bin policy-values
+	echo "==> $(BUILD)" >&2
+	$(BUILD)
 	export DATABASE_URL="$$URL"
 	# Migrated before the token is created; serve then syncs the catalog.
 	echo "==> policy-values migrate" >&2
@@ -78,6 +103,11 @@ test:
 		echo "==> (cargo-nextest not found) DATABASE_URL=$$URL SQLX_OFFLINE=true $(CARGO) test --all-features $(TEST_ARGS)" >&2
 		DATABASE_URL="$$URL" SQLX_OFFLINE=true $(CARGO) test --all-features $(TEST_ARGS)
 	fi
+	# nextest does not run doc tests; the examples in the rustdoc are tests too.
+	if $(CARGO) nextest --version >/dev/null 2>&1; then
+		echo "==> DATABASE_URL=$$URL SQLX_OFFLINE=true $(CARGO) test --doc --all-features" >&2
+		DATABASE_URL="$$URL" SQLX_OFFLINE=true $(CARGO) test --doc --all-features
+	fi
 
 lint:
 	@echo "==> $(CARGO) fmt --all -- --check" >&2
@@ -86,8 +116,24 @@ lint:
 	SQLX_OFFLINE=true $(CARGO) clippy --all-targets --all-features -- -D warnings
 	echo "==> SQLX_OFFLINE=true $(CARGO) clippy --no-default-features --lib -- -D warnings" >&2
 	SQLX_OFFLINE=true $(CARGO) clippy --no-default-features --lib -- -D warnings
+	# The OpenFeature provider builds for a service, without the server.
+	echo "==> SQLX_OFFLINE=true $(CARGO) clippy --no-default-features --features openfeature,db-source --lib -- -D warnings" >&2
+	SQLX_OFFLINE=true $(CARGO) clippy --no-default-features --features openfeature,db-source --lib -- -D warnings
+	# A fleet's client follows the servers: no sqlx, axum or CLI compiled.
+	echo "==> SQLX_OFFLINE=true $(CARGO) clippy --no-default-features --features http-source --lib -- -D warnings" >&2
+	SQLX_OFFLINE=true $(CARGO) clippy --no-default-features --features http-source --lib -- -D warnings
+	if $(CARGO) tree --no-default-features --features http-source -e normal --prefix none | grep -E '^(sqlx|axum|clap) '; then
+		echo "error: the http-source client pulls in the crates above" >&2; exit 1
+	fi
+	$(MAKE) doc
 	echo "==> make sqlx-check" >&2
 	$(MAKE) sqlx-check
+
+# The rustdoc, as a user of the crate reads it: a broken link or a bad code
+# block fails. (The examples in it run as doc tests in `make test`.)
+doc:
+	@echo "==> RUSTDOCFLAGS='-D warnings' SQLX_OFFLINE=true $(CARGO) doc --no-deps --all-features" >&2
+	RUSTDOCFLAGS='-D warnings' SQLX_OFFLINE=true $(CARGO) doc --no-deps --all-features
 
 # Installs sqlx-cli if `cargo sqlx` is missing.
 sqlx-cli:

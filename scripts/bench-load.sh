@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Load figures against a release build on loopback (issue 5): resolve and
-# /healthz throughput at 64 connections with wrk (Debian's package,
-# installed if missing), then admin writes (benches/admin_writes.rs).
+# Load figures against a release build on loopback: /healthz, resolve, the
+# snapshot and its 304 at 64 connections with wrk (Debian's package,
+# installed if missing), side by side in one run, then admin writes
+# (benches/admin_writes.rs).
 # Usage: DATABASE_URL=... scripts/bench-load.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${DATABASE_URL:?DATABASE_URL must be set (make bench sets it)}"
 ADDR=127.0.0.1:18088
 TARGET="${CARGO_TARGET_DIR:-target}"
-DURATION="${LOAD_SECONDS:-10}"
+DURATION="${LOAD_SECONDS:-5}"
 
 if ! command -v wrk >/dev/null; then
     echo "==> installing wrk (Debian's package)" >&2
@@ -37,16 +38,38 @@ run_wrk() { # name, then wrk arguments
     local rps p99
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    echo "$name: $rps requests/s, p99 $p99 (wrk -t2 -c64 -d${DURATION}s)"
+    echo "$name: $rps requests/s, p99 $p99 (wrk -t2 -c64 -d${DURATION}s)" >&2
     echo "$rps"
 }
 RESOLVE="http://$ADDR/api/v1/policy-values/resolve?key=allocation.max_concurrent_per_user&user_id=u1&project_id=p1&org_id=o1&plan=pro"
-health=$(run_wrk "GET /healthz" "http://$ADDR/healthz")
-resolve=$(run_wrk "GET resolve (reader token, five-level scope)" -H "Authorization: Bearer $READER" "$RESOLVE")
-head -n 1 <<<"$health"
-head -n 1 <<<"$resolve"
-awk -v r="$(tail -n 1 <<<"$resolve")" -v h="$(tail -n 1 <<<"$health")" \
-    'BEGIN { printf "resolve / healthz throughput ratio: %.2f\n", r / h }'
+SNAPSHOT="http://$ADDR/api/v1/policy-values/snapshot?user_id=u1&project_id=p1&org_id=o1&plan=pro"
+ETAG=$(curl -s -D - -o /dev/null -H "Authorization: Bearer $READER" "$SNAPSHOT" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
+AUTH="Authorization: Bearer $READER"
+# The four loads take turns, ROUNDS times, so that whatever else the machine
+# is doing weighs on each alike; ratios are per round, and the median round
+# is reported.
+ROUNDS="${LOAD_ROUNDS:-3}"
+declare -A RPS
+for round in $(seq 1 "$ROUNDS"); do
+    RPS[health,$round]=$(run_wrk "round $round: GET /healthz" "http://$ADDR/healthz")
+    RPS[resolve,$round]=$(run_wrk "round $round: GET resolve (reader token, five-level scope)" -H "$AUTH" "$RESOLVE")
+    RPS[snapshot,$round]=$(run_wrk "round $round: GET snapshot (reader token, five-level scope, 16 keys)" -H "$AUTH" "$SNAPSHOT")
+    RPS[not_modified,$round]=$(run_wrk "round $round: GET snapshot with a matching If-None-Match (304)" -H "$AUTH" -H "If-None-Match: $ETAG" "$SNAPSHOT")
+done
+median_ratio() { # name, numerator, denominator
+    local ratios=()
+    for round in $(seq 1 "$ROUNDS"); do
+        ratios+=("$(awk -v n="${RPS[$2,$round]}" -v d="${RPS[$3,$round]}" 'BEGIN { printf "%.2f", n / d }')")
+    done
+    local sorted
+    sorted=$(printf '%s\n' "${ratios[@]}" | sort -n | tr '\n' ' ')
+    local median
+    median=$(printf '%s\n' "${ratios[@]}" | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p")
+    echo "$1: median $median (rounds: $sorted)"
+}
+median_ratio "resolve / healthz throughput ratio" resolve health
+median_ratio "snapshot / resolve throughput ratio (target >= 0.8)" snapshot resolve
+median_ratio "304 / resolve throughput ratio (target >= 1.0)" not_modified resolve
 
 POLICY_VALUES_URL="http://$ADDR" POLICY_VALUES_TOKEN="$ADMIN" SQLX_OFFLINE=true cargo bench --bench admin_writes 2>/dev/null \
     | grep -E '^admin writes'

@@ -6,6 +6,10 @@
 #                               its connection URL on stdout (logs: stderr)
 #   scripts/dev-db.sh --status  exit 0 if the project-local cluster is running
 #   scripts/dev-db.sh --stop    stop the project-local cluster (if any)
+#   scripts/dev-db.sh --list    print the databases on the server, one per
+#                               line: NAME OID (a re-created one has a new OID)
+#   scripts/dev-db.sh --drop NAME...  drop these databases on the server, if
+#                               they exist (never forced: one in use is left)
 #
 # Server choice, first match wins:
 #   (a) $DATABASE_URL is set: use that server (its database name is replaced
@@ -37,7 +41,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 IS_ROOT=0
@@ -346,6 +350,53 @@ status_local() {
 # main
 # ---------------------------------------------------------------------------
 
+# Sets ADMIN_URL to the maintenance database of the server to use, first
+# match wins (see the top of this file).
+choose_server() {
+    if [[ "${DEV_DB_FORCE_LOCAL:-}" != 1 && -n "${DATABASE_URL:-}" ]]; then
+        # (a)
+        find_client install
+        ADMIN_URL="$(url_with_db "$DATABASE_URL" postgres)"
+        psql_url "$ADMIN_URL" -c 'select 1' >/dev/null ||
+            die "server from DATABASE_URL does not answer: $(redact "$ADMIN_URL")"
+        log "using the server from DATABASE_URL"
+    elif [[ "${DEV_DB_FORCE_LOCAL:-}" != 1 ]] && {
+        find_client
+        port_answers 127.0.0.1 5432
+    } && {
+        [[ -n "$PSQL" ]] || find_client install
+        psql_url "postgres://postgres@127.0.0.1:5432/postgres" -c 'select 1' >/dev/null 2>&1
+    }; then
+        # (b)
+        ADMIN_URL="postgres://postgres@127.0.0.1:5432/postgres"
+    else
+        # (c)
+        start_local
+        ADMIN_URL="postgres://postgres@$LOCAL_HOST:$LOCAL_PORT/postgres"
+    fi
+}
+
+check_name() {
+    [[ "$1" =~ ^[A-Za-z_][A-Za-z0-9_]{0,62}$ ]] ||
+        die "database name must match [A-Za-z_][A-Za-z0-9_]* (got '$1')"
+}
+
+# Drops each named database that exists, without force: one still in use
+# (after PostgreSQL's own 5-second wait) is left, with a warning.
+drop_dbs() { # admin_url dbname...
+    local admin="$1" db err failed=0
+    shift
+    for db in "$@"; do
+        db_exists "$admin" "$db" || continue
+        log "dropping database $db"
+        if ! err="$(psql_url "$admin" -v db="$db" <<<'drop database if exists :"db";' 2>&1)"; then
+            log "warning: could not drop database $db: $err"
+            failed=1
+        fi
+    done
+    return "$failed"
+}
+
 case "${1:-}" in
 "" | -h | --help)
     usage
@@ -364,37 +415,24 @@ case "${1:-}" in
     log "local cluster is not running"
     exit 1
     ;;
+--list)
+    choose_server
+    psql_url "$ADMIN_URL" -F ' ' <<<'select datname, oid from pg_database order by datname;' >&3
+    exit 0
+    ;;
+--drop)
+    shift
+    for name in "$@"; do check_name "$name"; done
+    choose_server
+    drop_dbs "$ADMIN_URL" "$@"
+    exit
+    ;;
 -*) die "unknown option $1" ;;
 esac
 
 DBNAME="$1"
-[[ "$DBNAME" =~ ^[A-Za-z_][A-Za-z0-9_]{0,62}$ ]] ||
-    die "database name must match [A-Za-z_][A-Za-z0-9_]* (got '$DBNAME')"
-
-if [[ "${DEV_DB_FORCE_LOCAL:-}" != 1 && -n "${DATABASE_URL:-}" ]]; then
-    # (a)
-    find_client install
-    URL="$(url_with_db "$DATABASE_URL" "$DBNAME")"
-    ADMIN_URL="$(url_with_db "$DATABASE_URL" postgres)"
-    psql_url "$ADMIN_URL" -c 'select 1' >/dev/null ||
-        die "server from DATABASE_URL does not answer: $(redact "$ADMIN_URL")"
-    log "using the server from DATABASE_URL"
-elif [[ "${DEV_DB_FORCE_LOCAL:-}" != 1 ]] && {
-    find_client
-    port_answers 127.0.0.1 5432
-} && {
-    [[ -n "$PSQL" ]] || find_client install
-    psql_url "postgres://postgres@127.0.0.1:5432/postgres" -c 'select 1' >/dev/null 2>&1
-}; then
-    # (b)
-    URL="postgres://postgres@127.0.0.1:5432/$DBNAME"
-    ADMIN_URL="postgres://postgres@127.0.0.1:5432/postgres"
-else
-    # (c)
-    start_local
-    URL="postgres://postgres@$LOCAL_HOST:$LOCAL_PORT/$DBNAME"
-    ADMIN_URL="postgres://postgres@$LOCAL_HOST:$LOCAL_PORT/postgres"
-fi
-
+check_name "$DBNAME"
+choose_server
+URL="$(url_with_db "$ADMIN_URL" "$DBNAME")"
 ensure_db "$ADMIN_URL" "$DBNAME"
 printf '%s\n' "$URL" >&3
