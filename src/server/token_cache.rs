@@ -1,6 +1,7 @@
 //! Authenticated tokens cached in memory, so a request costs no database
-//! round trip. Every change to `api_tokens` is announced (`pg_notify`), and a
-//! listener drops the whole cache when one arrives. When that listener is
+//! round trip. Every change to `api_tokens` is announced (`pg_notify`, with
+//! the token's id), and a listener drops that token's entry when one arrives
+//! (a new token evicts nothing; an announcement it cannot read drops all). When that listener is
 //! lost (the database is away), tokens already verified stay valid for a
 //! bounded grace (`POLICY_VALUES_AUTH_GRACE`, 5 minutes by default), so
 //! reads go on; nothing new is cached meanwhile, a token never seen is asked
@@ -117,6 +118,18 @@ impl TokenCache {
         self.dirty.store(true, Ordering::SeqCst);
     }
 
+    /// Drops the entry of the token an announcement names (its id), or
+    /// every entry when the payload is not an id.
+    fn changed(&self, payload: &str) {
+        let Ok(id) = payload.parse::<uuid::Uuid>() else {
+            return self.invalidate();
+        };
+        // A lookup in flight may have read the token before this change.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.entries.retain(|_, entry| entry.principal.token_id != id);
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
     /// Follows token changes for as long as the cache lives; reconnects
     /// with backoff. Keeps the file, if any, current meanwhile. Returns once
     /// the first attempt to listen has succeeded or failed, so a server
@@ -173,7 +186,7 @@ impl TokenCache {
         }
         loop {
             match listener.try_recv().await {
-                Ok(Some(_)) => self.invalidate(),
+                Ok(Some(notification)) => self.changed(notification.payload()),
                 Ok(None) => return "the connection was lost".into(),
                 Err(e) => return e.to_string(),
             }

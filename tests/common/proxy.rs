@@ -49,10 +49,9 @@ impl Proxy {
                     let (server_read, server_write) = outbound.into_split();
                     // This connection's own hold, set when it sends the armed bytes.
                     let (hold_this, hold_this_rx) = watch::channel(false);
-                    let replies_held = merge_holds(held_rx, hold_this_rx);
                     tokio::select! {
                         _ = pump_watching(client_read, server_write, cut_after, hold_this) => {}
-                        _ = pump(server_read, client_write, replies_held) => {}
+                        _ = pump(server_read, client_write, [held_rx, hold_this_rx]) => {}
                         _ = cut_rx.changed() => {}
                     }
                 });
@@ -88,11 +87,13 @@ impl Proxy {
     }
 }
 
-/// Copies `from` to `to`, waiting while `held` says so.
+/// Copies `from` to `to`, waiting while either hold says so. Both are read
+/// here, at the moment a reply is to be passed on: a hold set before the
+/// request went out is always seen by the reply it is meant to stop.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut held: watch::Receiver<bool>,
+    [mut all, mut this]: [watch::Receiver<bool>; 2],
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -100,8 +101,12 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        while *held.borrow_and_update() {
-            if held.changed().await.is_err() {
+        while *all.borrow_and_update() || *this.borrow_and_update() {
+            let changed = tokio::select! {
+                r = all.changed() => r,
+                r = this.changed() => r,
+            };
+            if changed.is_err() {
                 return;
             }
         }
@@ -144,22 +149,4 @@ async fn pump_watching(
             return;
         }
     }
-}
-
-/// Held while either says so.
-fn merge_holds(a: watch::Receiver<bool>, b: watch::Receiver<bool>) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let (mut a, mut b) = (a, b);
-        loop {
-            let held = *a.borrow_and_update() || *b.borrow_and_update();
-            tx.send_replace(held);
-            tokio::select! {
-                r = a.changed() => if r.is_err() { return },
-                r = b.changed() => if r.is_err() { return },
-                () = tx.closed() => return,
-            }
-        }
-    });
-    rx
 }
