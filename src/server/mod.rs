@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod read;
 pub mod refusals;
+pub mod snapshot_cache;
 pub mod token_cache;
 
 use std::future::Future;
@@ -48,6 +49,8 @@ pub struct Shared {
     pub feed: std::sync::Arc<feed::Feed>,
     /// The bootstrap, built once per position.
     pub bootstrap: bootstrap::BootstrapCache,
+    /// Snapshot documents, serialized once per scope and position.
+    pub snapshots: snapshot_cache::SnapshotCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -123,6 +126,7 @@ impl AppState {
             replica,
             feed,
             bootstrap: bootstrap::BootstrapCache::default(),
+            snapshots: snapshot_cache::SnapshotCache::default(),
         })))
     }
 }

@@ -187,14 +187,22 @@ pub async fn snapshot(
             None => {}
         }
     }
-    let (snapshot, tag) = state.replica.snapshot(&scope).map_err(|e| match e {
-        PolicyError::Unavailable(_) => ApiError::database_unavailable(),
-        _ => ApiError::internal(),
-    })?;
-    let body = serde_json::to_vec(&snapshot).map_err(|e| {
-        tracing::error!(error = %e, "snapshot serialization");
-        ApiError::internal()
-    })?;
+    let (tag, body) = match state.snapshots.get(&state.replica, &scope) {
+        Some(kept) => kept,
+        None => {
+            let (snapshot, tag) = state.replica.snapshot(&scope).map_err(|e| match e {
+                PolicyError::Unavailable(_) => ApiError::database_unavailable(),
+                _ => ApiError::internal(),
+            })?;
+            let body = serde_json::to_vec(&snapshot).map_err(|e| {
+                tracing::error!(error = %e, "snapshot serialization");
+                ApiError::internal()
+            })?;
+            let body = axum::body::Bytes::from(body);
+            state.snapshots.put(scope, tag, body.clone());
+            (tag, body)
+        }
+    };
     let json_type = (axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok((StatusCode::OK, [(ETAG, etag_header(&tag)), cache, json_type], body).into_response())
 }
