@@ -100,18 +100,29 @@ async fn the_bundle_has_the_seeds_shape_field_by_field(pool: PgPool) {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     let b = &reply.json;
     assert_eq!(violations(b, &seed_schema(), "$"), Vec::<String>::new());
-    assert_eq!((&b["schemaVersion"], &b["tenantId"], &b["userId"], &b["sessionId"]),
-               (&json!("1.0"), &json!("tenant_abc"), &json!("user_123"), &json!("sess_789")));
-    assert_eq!(b["capabilities"], json!([
-        {"name": "File.Read", "allowedPaths": ["/Users/suman/projects/demo"], "maxFileSizeBytes": 10_485_760,
-         "requiresApproval": false},
-        {"name": "Shell.Exec", "allowedCommands": ["git", "python", "npm", "pytest"], "maxOutputBytes": 1_048_576,
-         "requiresApproval": true, "approvalRuleId": "approval_shell_exec"}
-    ]));
-    assert_eq!(b["llmPolicy"], json!({"allowedModels": ["claude-sonnet-4-6"], "maxInputTokens": 64000,
-                                      "maxOutputTokens": 4000, "maxSessionTokens": 250000}));
-    assert_eq!(b["approvalRules"], json!([{"approvalRuleId": "approval_shell_exec",
-        "title": "Local command execution", "description": "User approval required for shell commands"}]));
+    assert_eq!(
+        (&b["schemaVersion"], &b["tenantId"], &b["userId"], &b["sessionId"]),
+        (&json!("1.0"), &json!("tenant_abc"), &json!("user_123"), &json!("sess_789"))
+    );
+    assert_eq!(
+        b["capabilities"],
+        json!([
+            {"name": "File.Read", "allowedPaths": ["/Users/suman/projects/demo"], "maxFileSizeBytes": 10_485_760,
+             "requiresApproval": false},
+            {"name": "Shell.Exec", "allowedCommands": ["git", "python", "npm", "pytest"], "maxOutputBytes": 1_048_576,
+             "requiresApproval": true, "approvalRuleId": "approval_shell_exec"}
+        ])
+    );
+    assert_eq!(
+        b["llmPolicy"],
+        json!({"allowedModels": ["claude-sonnet-4-6"], "maxInputTokens": 64000,
+                                      "maxOutputTokens": 4000, "maxSessionTokens": 250000})
+    );
+    assert_eq!(
+        b["approvalRules"],
+        json!([{"approvalRuleId": "approval_shell_exec",
+        "title": "Local command execution", "description": "User approval required for shell commands"}])
+    );
     // Nothing stored yet: every answer is a default, at position 0.
     assert_eq!(b["policyBundleVersion"], "1970-01-01.0");
     let bundle: Bundle = serde_json::from_value(b.clone()).unwrap();
@@ -133,8 +144,14 @@ async fn bundle_of(app: &TestApp, query: &str) -> Bundle {
 async fn a_tenant_override_and_a_user_override_shape_each_callers_bundle(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let models = "agent.llm.allowed_models";
-    set(&app, models, json!({"org_id": "acme"}), json!(["claude-opus-4-6", "claude-sonnet-4-6"]),
-        json!(["claude-sonnet-4-6"])).await;
+    set(
+        &app,
+        models,
+        json!({"org_id": "acme"}),
+        json!(["claude-opus-4-6", "claude-sonnet-4-6"]),
+        json!(["claude-sonnet-4-6"]),
+    )
+    .await;
     let commands = "agent.shell_exec.allowed_commands";
     set(&app, commands, json!({"user_id": "u1"}), json!(["git", "cargo"]), json!(["git", "python", "npm", "pytest"]))
         .await;
@@ -178,8 +195,12 @@ async fn the_version_moves_with_a_write_that_touches_the_bundle_and_not_with_one
     let same = bundle(&app, query).await;
     assert_eq!(same.json["policyBundleVersion"], v0);
     let cached = app
-        .send(app.http.get(format!("{}/api/v1/policy-bundles?{query}", app.base))
-            .bearer_auth(&app.reader).header("if-none-match", &tag))
+        .send(
+            app.http
+                .get(format!("{}/api/v1/policy-bundles?{query}", app.base))
+                .bearer_auth(&app.reader)
+                .header("if-none-match", &tag),
+        )
         .await;
     if cached.status == StatusCode::OK {
         // A minute went by: the bundle was re-issued with a later expiresAt.
@@ -198,8 +219,12 @@ async fn the_version_moves_with_a_write_that_touches_the_bundle_and_not_with_one
     let today = OffsetDateTime::now_utc().date().to_string();
     assert!(v1.starts_with(&format!("{today}.")), "{v1}");
     let refetch = app
-        .send(app.http.get(format!("{}/api/v1/policy-bundles?{query}", app.base))
-            .bearer_auth(&app.reader).header("if-none-match", &tag))
+        .send(
+            app.http
+                .get(format!("{}/api/v1/policy-bundles?{query}", app.base))
+                .bearer_auth(&app.reader)
+                .header("if-none-match", &tag),
+        )
         .await;
     assert_eq!(refetch.status, StatusCode::OK, "the old ETag no longer matches");
 

@@ -84,7 +84,8 @@ async fn an_org_list_and_a_user_list_resolve_most_specific_whole_list_first(pool
     assert_eq!(app.resolve(MODELS, "org_id=acme&user_id=u2").await, org);
     assert_eq!(app.resolve(MODELS, "org_id=other&user_id=u2").await, default);
 
-    let explained = app.get(&format!("/api/v1/policy-values/resolve?key={MODELS}&org_id=acme&user_id=u1"), &app.reader).await;
+    let explained =
+        app.get(&format!("/api/v1/policy-values/resolve?key={MODELS}&org_id=acme&user_id=u1"), &app.reader).await;
     assert_eq!(explained.json["type"], "list");
     assert_eq!(explained.json["source"]["level"], "user");
     let levels = explained.json["explain"].as_array().unwrap();
@@ -128,12 +129,14 @@ async fn a_running_client_sees_a_list_change_and_reads_it_without_copying(pool: 
     assert!(client.get_int(&acme, COMMANDS).is_err());
 
     let mut watch = client.watch_key(COMMANDS).unwrap();
-    let reply = app.write(body(COMMANDS, json!({"org_id": "acme"}), json!(["git", "cargo"]), json!(DEFAULT_COMMANDS))).await;
+    let reply =
+        app.write(body(COMMANDS, json!({"org_id": "acme"}), json!(["git", "cargo"]), json!(DEFAULT_COMMANDS))).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
     let change = tokio::time::timeout(Duration::from_secs(30), watch.changed()).await.unwrap().unwrap();
     assert_eq!(change.value.map(|v| v.to_json()), Some(json!(["git", "cargo"])));
     let now: Vec<String> = commands.get(&acme).iter().map(|c| c.to_string()).collect();
     assert_eq!(now, ["git", "cargo"]);
-    let other: Vec<String> = client.get_list(&Scope::new().org("other"), COMMANDS).unwrap().iter().map(|c| c.to_string()).collect();
+    let other: Vec<String> =
+        client.get_list(&Scope::new().org("other"), COMMANDS).unwrap().iter().map(|c| c.to_string()).collect();
     assert_eq!(other, DEFAULT_COMMANDS);
 }

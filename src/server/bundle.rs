@@ -65,8 +65,12 @@ const CAPABILITIES: [(&str, &str, &[Field]); 12] = [
 ];
 
 const LIFETIME: &str = "agent.bundle.lifetime_seconds";
-const LLM_KEYS: [&str; 4] =
-    ["agent.llm.allowed_models", "agent.llm.max_input_tokens", "agent.llm.max_output_tokens", "agent.llm.max_session_tokens"];
+const LLM_KEYS: [&str; 4] = [
+    "agent.llm.allowed_models",
+    "agent.llm.max_input_tokens",
+    "agent.llm.max_output_tokens",
+    "agent.llm.max_session_tokens",
+];
 
 /// The query, in the seed's parameter names.
 #[derive(Debug, Deserialize)]
@@ -186,11 +190,7 @@ fn version(client: &PolicyClient, scope: &Scope, keys: &[String]) -> String {
 }
 
 /// Assembles the bundle as of `issued` (a whole minute).
-fn assemble(
-    client: &PolicyClient,
-    params: BundleParams,
-    issued: OffsetDateTime,
-) -> Result<Bundle, ApiError> {
+fn assemble(client: &PolicyClient, params: BundleParams, issued: OffsetDateTime) -> Result<Bundle, ApiError> {
     let tenant_id = params.tenant_id.ok_or_else(|| missing("tenantId"))?;
     let user_id = params.user_id.ok_or_else(|| missing("userId"))?;
     let session_id = session_id(params.session_id)?;
