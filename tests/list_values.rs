@@ -140,3 +140,28 @@ async fn a_running_client_sees_a_list_change_and_reads_it_without_copying(pool: 
         client.get_list(&Scope::new().org("other"), COMMANDS).unwrap().iter().map(|c| c.to_string()).collect();
     assert_eq!(other, DEFAULT_COMMANDS);
 }
+
+#[sqlx::test]
+async fn history_and_a_client_following_the_servers_feed_carry_lists(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let client = PolicyClient::builder().servers([app.base.clone()]).token(app.reader.clone()).connect().await.unwrap();
+    let acme = Scope::new().org("acme");
+    assert_eq!(client.get_list(&acme, COMMANDS).unwrap().len(), 4, "the bootstrap carries the default list");
+    let mut watch = client.watch_key(COMMANDS).unwrap();
+    let first = json!(["git", "make"]);
+    let reply = app.write(body(COMMANDS, json!({"org_id": "acme"}), first.clone(), json!(DEFAULT_COMMANDS))).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+    let change = tokio::time::timeout(Duration::from_secs(30), watch.changed()).await.unwrap().unwrap();
+    assert_eq!(change.value.map(|v| v.to_json()), Some(first.clone()), "the feed carries the list");
+    assert_eq!(
+        client.get_list(&acme, COMMANDS).unwrap().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        ["git", "make"]
+    );
+
+    let second = app.write(body(COMMANDS, json!({"org_id": "acme"}), json!(["make"]), first.clone())).await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.json);
+    let history =
+        app.get(&format!("/api/v1/admin/policy-values/history?key={COMMANDS}&org_id=acme"), &app.auditor).await;
+    let values: Vec<Json> = history.json["changes"].as_array().unwrap().iter().map(|c| c["value"].clone()).collect();
+    assert_eq!(values, [json!(["make"]), first], "newest first");
+}
