@@ -50,10 +50,10 @@ pub mod lint;
 pub mod server;
 
 pub use client::{
-    Change, Explanation, FixedBuilder, Handle, Health, KeyWatch, Origin, PolicyClient, PolicyClientBuilder,
+    Change, Explanation, FixedBuilder, Handle, Health, KeyWatch, List, Origin, PolicyClient, PolicyClientBuilder,
     PolicyError, PolicyType,
 };
 pub use domain::{
-    Bounds, Catalog, CatalogError, KeyDef, Level, PolicyKey, Resolution, Scope, ScopeError, Value, ValueError,
-    ValueType, WriteScope,
+    Bounds, Catalog, CatalogError, ItemPattern, ItemRule, KeyDef, Level, PolicyKey, Resolution, Scope, ScopeError,
+    Value, ValueError, ValueType, WriteScope,
 };

@@ -26,8 +26,12 @@ async fn an_admin_sets_reads_and_removes_a_value_with_the_cli(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let keys = cli(&app, &app.reader, &["keys"]).await;
     assert!(keys.status.success());
-    assert_eq!(stdout(&keys).lines().count(), 17, "a header and 16 keys");
-    assert!(stdout(&keys).contains("allocation.refund_window_days                  int     30           0..365"));
+    assert_eq!(stdout(&keys).lines().count(), common::catalog_len() + 1, "a header and a line per key");
+    let words = |line: &str| line.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let lines: Vec<Vec<String>> = stdout(&keys).lines().map(words).collect();
+    assert!(lines.contains(&words("allocation.refund_window_days int 30 0..365 days")));
+    let commands = "agent.shell_exec.allowed_commands list [\"git\",\"python\",\"npm\",\"pytest\"] max 64: /[A-Za-z0-9][A-Za-z0-9._+-]{0,63}/";
+    assert!(lines.contains(&words(commands)), "{}", stdout(&keys));
 
     let set = cli(&app, &app.admin, &["set", KEY, "45", "--org", "acme", "--reason", "Customer success request"]).await;
     assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
@@ -121,7 +125,7 @@ async fn a_url_without_a_scheme_is_taken_as_http_and_one_the_cli_cannot_use_is_r
     let without_scheme = app.base.strip_prefix("http://").unwrap();
     let keys = bare(&["--url", without_scheme, "--token", &app.reader, "keys"]).await;
     assert!(keys.status.success(), "{}", stderr(&keys));
-    assert_eq!(stdout(&keys).lines().count(), 17);
+    assert_eq!(stdout(&keys).lines().count(), common::catalog_len() + 1);
     let slash = format!("{}/", app.base);
     let get = bare(&["--url", &slash, "--token", &app.reader, "get", KEY]).await;
     assert_eq!(stdout(&get), "30  (default)\n", "a trailing slash is dropped: {}", stderr(&get));

@@ -213,7 +213,10 @@ async fn with_the_database_cut_reads_go_on_and_a_new_client_starts_from_the_snap
         first.get_int(&acme, KEY) == Ok(78) && first.health().stale_since.is_none()
     })
     .await;
-    std::fs::remove_dir_all(&dir).unwrap();
+    // The clients may be writing their snapshot file right now: stop them,
+    // then remove the directory once no write is under way.
+    drop((first, second));
+    eventually("the snapshot directory is removed", || async { std::fs::remove_dir_all(&dir).is_ok() }).await;
 }
 
 #[sqlx::test]

@@ -91,7 +91,7 @@ async fn a_subscriber_that_reconnects_with_its_last_id_gets_exactly_what_it_miss
 async fn catalog_changes_travel_in_the_same_order_as_value_rows(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let mut feed = Sse::connect(&app.base, &app.reader, Some(0)).await;
-    let catalog = feed.events(16).await;
+    let catalog = feed.events(common::catalog_len()).await;
     assert!(catalog.iter().all(|e| e.event == "key"), "the catalog comes first");
     let refund = catalog.iter().find(|e| e.json()["definition"]["key"] == "allocation.refund_window_days").unwrap();
     assert_eq!(refund.json()["definition"]["default_value"], json!(30));
@@ -198,7 +198,7 @@ async fn the_bootstrap_holds_the_catalog_and_every_row_in_force_with_its_positio
     })
     .await;
     let reply = app.get("/api/v1/replica", &app.reader).await;
-    assert_eq!(reply.json["keys"].as_array().unwrap().len(), 16);
+    assert_eq!(reply.json["keys"].as_array().unwrap().len(), common::catalog_len());
     let rows = reply.json["rows"].as_array().unwrap();
     let acme: Vec<_> = rows.iter().filter(|r| r["scope_id"] == "acme").map(|r| r["value"].clone()).collect();
     assert_eq!(acme, [json!(122), json!(500)], "the row in force and the scheduled one; the superseded one is pruned");

@@ -3,11 +3,16 @@
 
 use serde_json::Value;
 
-/// Reads a command-line value as the key's type: `45`, `true`, or any text.
+/// Reads a command-line value as the key's type: `45`, `true`, any text, or
+/// for a list a JSON array (`'["git","npm"]'`) or comma-separated items (`git,npm`).
 pub fn typed(raw: &str, value_type: &str) -> Result<Value, String> {
     match value_type {
         "int" => raw.parse::<i64>().map(Value::from).map_err(|_| format!("{raw:?} is not a whole number")),
         "bool" => raw.parse::<bool>().map(Value::from).map_err(|_| format!("{raw:?} is not true or false")),
+        "list" if raw.trim_start().starts_with('[') => {
+            serde_json::from_str(raw).map_err(|e| format!("{raw:?} is not a JSON array: {e}"))
+        }
+        "list" => Ok(raw.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>().into()),
         _ => Ok(Value::from(raw)),
     }
 }
@@ -58,10 +63,16 @@ pub fn keys(json: &Value) -> String {
     let rows = items(json, "keys")
         .iter()
         .map(|k| {
-            let bounds = match (&k["bounds"]["min"], &k["bounds"]["enum"]) {
-                (Value::Number(_), _) => format!("{}..{}", k["bounds"]["min"], k["bounds"]["max"]),
-                (_, Value::Array(values)) => values.iter().map(cell).collect::<Vec<_>>().join("|"),
+            let b = &k["bounds"];
+            let items = match (&b["enum"], &b["pattern"]) {
+                (Value::Array(values), _) => values.iter().map(cell).collect::<Vec<_>>().join("|"),
+                (_, Value::String(pattern)) => format!("/{pattern}/"),
                 _ => "true|false".into(),
+            };
+            let bounds = match (&b["min"], &b["max_items"]) {
+                (Value::Number(_), _) => format!("{}..{}", b["min"], b["max"]),
+                (_, Value::Number(n)) => format!("max {n}: {items}"),
+                _ => items,
             };
             vec![cell(&k["key"]), cell(&k["type"]), cell(&k["default"]), bounds, cell(&k["unit"])]
         })
@@ -153,6 +164,9 @@ mod tests {
         assert!(typed("4.5", "int").is_err());
         assert_eq!(typed("true", "bool"), Ok(Value::from(true)));
         assert_eq!(typed("45", "string"), Ok(Value::from("45")));
+        assert_eq!(typed("git, cargo", "list"), Ok(serde_json::json!(["git", "cargo"])));
+        assert_eq!(typed(r#"["a,b"]"#, "list"), Ok(serde_json::json!(["a,b"])));
+        assert!(typed("[oops", "list").is_err());
     }
 
     #[test]

@@ -10,7 +10,11 @@ use super::replica::KeySlot;
 use super::{count_read, Change};
 use crate::domain::{Scope, Value, ValueType};
 
-/// A policy type a key can hold: `i64`, `bool` or `Arc<str>`.
+/// A list value as the client hands it out: shared with the replica, so a
+/// read is a reference-count increment, never a copy of the items.
+pub type List = Arc<[Arc<str>]>;
+
+/// A policy type a key can hold: `i64`, `bool`, `Arc<str>` or [`List`].
 pub trait PolicyType: Sized {
     /// The key type this Rust type reads.
     const TYPE: ValueType;
@@ -43,6 +47,16 @@ impl PolicyType for Arc<str> {
     fn from_value(value: &Value) -> Option<Arc<str>> {
         match value {
             Value::String(s) => Some(Arc::clone(s)),
+            _ => None,
+        }
+    }
+}
+
+impl PolicyType for List {
+    const TYPE: ValueType = ValueType::List;
+    fn from_value(value: &Value) -> Option<List> {
+        match value {
+            Value::List(items) => Some(Arc::clone(items)),
             _ => None,
         }
     }

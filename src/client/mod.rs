@@ -18,6 +18,7 @@ mod health;
 mod http;
 #[cfg(feature = "db-source")]
 pub(crate) mod load;
+mod position;
 mod replica;
 mod scope_snapshot;
 mod snapshot;
@@ -36,8 +37,9 @@ use crate::domain::resolve::resolution;
 use crate::domain::{KeyDef, Scope};
 pub use builder::{FixedBuilder, PolicyClientBuilder};
 pub use error::PolicyError;
-pub use handle::{Handle, KeyWatch, PolicyType};
+pub use handle::{Handle, KeyWatch, List, PolicyType};
 pub use health::{Explanation, Health, Origin};
+pub use position::ScopePosition;
 pub use replica::AppliedRow as Change;
 use replica::{KeyState, Replica};
 pub use snapshot::{Image, ImageRow};
@@ -261,6 +263,13 @@ impl PolicyClient {
         self.get(scope, key)
     }
 
+    /// Reads a list key for `scope`: the most specific level's whole list.
+    /// The list is shared with the replica (a reference-count increment),
+    /// not copied, so the read allocates nothing.
+    pub fn get_list(&self, scope: &Scope, key: &str) -> Result<List, PolicyError> {
+        self.get(scope, key)
+    }
+
     /// A typed handle, checked now; reading it later has no error path.
     pub fn key<T: PolicyType + Clone>(&self, key: &str) -> Result<Handle<T>, PolicyError> {
         let slot = self.shared.replica.slot_arc(key).ok_or_else(|| PolicyError::UnknownKey(key.to_string()))?;
@@ -285,6 +294,11 @@ impl PolicyClient {
 
     /// A handle on a string key.
     pub fn string_key(&self, key: &str) -> Result<Handle<Arc<str>>, PolicyError> {
+        self.key(key)
+    }
+
+    /// A handle on a list key.
+    pub fn list_key(&self, key: &str) -> Result<Handle<List>, PolicyError> {
         self.key(key)
     }
 

@@ -74,6 +74,8 @@ struct RawKey {
     description: String,
     #[serde(default)]
     fail_closed: bool,
+    max_items: Option<i32>,
+    pattern: Option<String>,
 }
 
 impl Catalog {
@@ -111,11 +113,17 @@ impl RawKey {
     fn validate(self) -> Result<KeyDef, CatalogError> {
         let name = self.key.as_str();
         let key = PolicyKey::parse(name).ok_or_else(|| invalid(name, "is not a dotted lowercase key name"))?;
-        let bounds = Bounds::from_parts(self.value_type, self.min, self.max, self.enum_values).ok_or_else(|| {
+        let parts = (self.min, self.max, self.enum_values);
+        let bounds = Bounds::from_columns(self.value_type, parts, self.max_items, self.pattern.as_deref());
+        let bounds = bounds.ok_or_else(|| {
             let need = match self.value_type {
-                ValueType::Int => "an int key needs min <= max and no enum",
-                ValueType::String => "a string key needs a non-empty enum and no min/max",
-                ValueType::Bool => "a bool key takes no min, max or enum",
+                ValueType::Int => "an int key needs min <= max and no enum, max_items or pattern",
+                ValueType::String => "a string key needs a non-empty enum and no min/max, max_items or pattern",
+                ValueType::Bool => "a bool key takes no min, max, enum, max_items or pattern",
+                ValueType::List => {
+                    "a list key needs max_items (1 to 1000) and either a non-empty enum of allowed items \
+                     or a pattern that compiles (at most 256 bytes), and no min/max"
+                }
             };
             invalid(name, need)
         })?;
@@ -141,7 +149,8 @@ mod tests {
     #[test]
     fn the_builtin_catalog_holds_the_sixteen_keys_of_the_spec_with_their_defaults() {
         let catalog = Catalog::builtin().unwrap();
-        assert_eq!(catalog.keys.len(), 16);
+        let spec = catalog.keys.iter().filter(|k| !k.key.as_str().starts_with("agent.")).count();
+        assert_eq!(spec, 16);
         let default = |k: &str| catalog.get(k).unwrap().default.clone();
         assert_eq!(default("allocation.refund_window_days"), Value::Int(30));
         assert_eq!(default("allocation.max_concurrent_per_user"), Value::Int(50));
@@ -149,6 +158,28 @@ mod tests {
         assert_eq!(default("allocation.isolation_model"), Value::String("user-revoke".into()));
         assert_eq!(default("notification.low_balance_enabled"), Value::Bool(true));
         assert_eq!(default("maas.enabled"), Value::Bool(false));
+    }
+
+    #[test]
+    fn the_agent_namespace_holds_the_defaults_of_the_seeds_example_bundle() {
+        let catalog = Catalog::builtin().unwrap();
+        let default = |k: &str| catalog.get(k).unwrap_or_else(|| panic!("{k}")).default.clone();
+        assert_eq!(default("agent.llm.allowed_models"), Value::from(&["claude-sonnet-4-6"][..]));
+        assert_eq!(default("agent.llm.max_input_tokens"), Value::Int(64_000));
+        assert_eq!(default("agent.llm.max_output_tokens"), Value::Int(4_000));
+        assert_eq!(default("agent.llm.max_session_tokens"), Value::Int(250_000));
+        assert_eq!(default("agent.file_read.allowed_paths"), Value::from(&["/Users/suman/projects/demo"][..]));
+        assert_eq!(default("agent.shell_exec.allowed_commands"), Value::from(&["git", "python", "npm", "pytest"][..]));
+        assert_eq!(default("agent.shell_exec.requires_approval"), Value::Bool(true));
+        assert_eq!(default("agent.file_read.requires_approval"), Value::Bool(false));
+        assert_eq!(default("agent.approval_shell_exec.title"), Value::from("Local command execution"));
+        let allowed: Vec<&str> = catalog
+            .keys
+            .iter()
+            .filter(|k| k.key.as_str().ends_with(".allowed") && k.default == Value::Bool(true))
+            .map(|k| k.key.as_str())
+            .collect();
+        assert_eq!(allowed, ["agent.file_read.allowed", "agent.shell_exec.allowed"]);
     }
 
     #[test]
@@ -170,6 +201,19 @@ mod tests {
     fn an_unbounded_int_key_is_refused() {
         let text = "[[key]]\nkey = \"a.b\"\ntype = \"int\"\ndefault = 1\ndescription = \"x\"\n";
         assert!(Catalog::parse(text).unwrap_err().to_string().contains("min <= max"));
+    }
+
+    #[test]
+    fn a_list_key_needs_max_items_and_one_items_rule_and_a_default_inside_them() {
+        let key = |rest: &str| format!("[[key]]\nkey = \"a.b\"\ntype = \"list\"\ndescription = \"x\"\n{rest}");
+        let ok = Catalog::parse(&key("default = [\"x\"]\nmax_items = 2\nenum = [\"x\", \"y\"]\n")).unwrap();
+        assert_eq!(ok.keys[0].default, Value::from(&["x"][..]));
+        let no_max = Catalog::parse(&key("default = []\nenum = [\"x\"]\n")).unwrap_err().to_string();
+        assert!(no_max.contains("max_items"), "{no_max}");
+        let both = key("default = []\nmax_items = 2\nenum = [\"x\"]\npattern = \"[a-z]+\"\n");
+        assert!(Catalog::parse(&both).is_err());
+        let dup = Catalog::parse(&key("default = [\"x\", \"x\"]\nmax_items = 2\npattern = \"[a-z]+\"\n"));
+        assert!(dup.unwrap_err().to_string().contains("more than once"));
     }
 
     #[test]

@@ -7,8 +7,9 @@ use serde::{Serialize, Serializer};
 use super::key::ValueType;
 
 /// A policy value. Its JSON form is the plain JSON scalar (`45`, `true`,
-/// `"full-reimage"`). Strings are shared (`Arc<str>`), so handing one out
-/// of the client's replica is a reference-count increment, not a copy.
+/// `"full-reimage"`), or an array of strings for a list. Strings and lists
+/// are shared (`Arc<str>`, `Arc<[Arc<str>]>`), so handing one out of the
+/// client's replica is a reference-count increment, not a copy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 ///
 /// ```
@@ -27,6 +28,8 @@ pub enum Value {
     Bool(bool),
     /// Text, shared.
     String(Arc<str>),
+    /// A list of strings, in order, shared as a whole.
+    List(Arc<[Arc<str>]>),
 }
 
 /// Why a value does not fit a key.
@@ -48,6 +51,46 @@ pub enum ValueError {
         /// The bounds, as text (`[0, 365]`, `one of [...]`).
         bounds: String,
     },
+    /// An item of a list is not a string.
+    #[error("item {index} of the list is {got}, not a string")]
+    ListItemType {
+        /// The item's position, from 0.
+        index: usize,
+        /// The kind of value given there.
+        got: String,
+    },
+    /// A list holds more items than its key allows.
+    #[error("the list has {len} items, more than the {max_items} allowed")]
+    ListTooLong {
+        /// The number of items given.
+        len: usize,
+        /// The key's `max_items`.
+        max_items: u32,
+    },
+    /// A list names the same item twice.
+    #[error("the list holds {item:?} more than once")]
+    ListDuplicateItem {
+        /// The repeated item.
+        item: String,
+    },
+    /// An item of a list is not allowed by the key's items rule.
+    #[error("list item {item:?} is not allowed: items must be {rule}")]
+    ListItemNotAllowed {
+        /// The refused item.
+        item: String,
+        /// The items rule, as text (`one of [...]`, `matching "..."`).
+        rule: String,
+    },
+}
+
+impl ValueError {
+    /// The offending list item, for errors about one item.
+    pub fn item(&self) -> Option<&str> {
+        match self {
+            ValueError::ListDuplicateItem { item } | ValueError::ListItemNotAllowed { item, .. } => Some(item),
+            _ => None,
+        }
+    }
 }
 
 impl Value {
@@ -58,6 +101,7 @@ impl Value {
             (ValueType::Int, serde_json::Value::Number(n)) => n.as_i64().map(Value::Int),
             (ValueType::Bool, serde_json::Value::Bool(b)) => Some(Value::Bool(*b)),
             (ValueType::String, serde_json::Value::String(s)) => Some(Value::String(Arc::from(s.as_str()))),
+            (ValueType::List, serde_json::Value::Array(items)) => return list_from_json(items),
             _ => None,
         };
         parsed.ok_or_else(|| ValueError::TypeMismatch { expected: value_type, got: json_kind(json).to_string() })
@@ -69,6 +113,7 @@ impl Value {
             Value::Int(i) => serde_json::Value::from(*i),
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::String(s) => serde_json::Value::String(s.to_string()),
+            Value::List(items) => items.iter().map(|i| serde_json::Value::String(i.to_string())).collect(),
         }
     }
 
@@ -78,6 +123,7 @@ impl Value {
             Value::Int(_) => ValueType::Int,
             Value::Bool(_) => ValueType::Bool,
             Value::String(_) => ValueType::String,
+            Value::List(_) => ValueType::List,
         }
     }
 }
@@ -88,6 +134,7 @@ impl Serialize for Value {
             Value::Int(i) => serializer.serialize_i64(*i),
             Value::Bool(b) => serializer.serialize_bool(*b),
             Value::String(s) => serializer.serialize_str(s),
+            Value::List(items) => serializer.collect_seq(items.iter().map(|i| &**i)),
         }
     }
 }
@@ -98,6 +145,7 @@ impl std::fmt::Display for Value {
             Value::Int(i) => write!(f, "{i}"),
             Value::Bool(b) => write!(f, "{b}"),
             Value::String(s) => write!(f, "{s:?}"),
+            Value::List(items) => f.debug_list().entries(items.iter()).finish(),
         }
     }
 }
@@ -118,6 +166,24 @@ impl From<&str> for Value {
     fn from(v: &str) -> Value {
         Value::String(Arc::from(v))
     }
+}
+
+impl From<&[&str]> for Value {
+    fn from(items: &[&str]) -> Value {
+        Value::List(items.iter().map(|i| Arc::from(*i)).collect())
+    }
+}
+
+/// A JSON array as a list value: every item a string.
+fn list_from_json(items: &[serde_json::Value]) -> Result<Value, ValueError> {
+    let mut list = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match item {
+            serde_json::Value::String(s) => list.push(Arc::from(s.as_str())),
+            other => return Err(ValueError::ListItemType { index, got: json_kind(other).to_string() }),
+        }
+    }
+    Ok(Value::List(list.into()))
 }
 
 /// The JSON kind of a value, as named in error messages.
@@ -150,6 +216,17 @@ mod tests {
     fn a_type_mismatch_names_what_was_expected_and_what_came() {
         let err = Value::from_json(&json!("yes"), ValueType::Bool).unwrap_err();
         assert_eq!(err, ValueError::TypeMismatch { expected: ValueType::Bool, got: "string".into() });
+    }
+
+    #[test]
+    fn a_list_is_a_json_array_of_strings_and_names_an_item_of_another_type() {
+        let list = Value::from_json(&json!(["git", "npm"]), ValueType::List).unwrap();
+        assert_eq!(list, Value::from(&["git", "npm"][..]));
+        assert_eq!(list.to_json(), json!(["git", "npm"]));
+        assert_eq!(serde_json::to_string(&list).unwrap(), r#"["git","npm"]"#);
+        let err = Value::from_json(&json!(["git", 3]), ValueType::List).unwrap_err();
+        assert_eq!(err, ValueError::ListItemType { index: 1, got: "int".into() });
+        assert!(matches!(Value::from_json(&json!("git"), ValueType::List), Err(ValueError::TypeMismatch { .. })));
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub(super) enum Literal {
     Float,
     Str(String),
     Bool(bool),
+    /// An array of string literals on one line: `["git", "npm"]`,
+    /// `&["git"]`, `vec!["git"]`, Go's `[]string{"git"}`.
+    List(Vec<String>),
 }
 
 /// The literal `text` consists of, if any (after it only `;`, `,`, a comment).
@@ -49,6 +52,7 @@ pub(super) fn literal(text: &str) -> Option<Literal> {
     let text = text.trim();
     let (lit, rest) = match text.chars().next()? {
         '"' | '\'' | '`' => string_literal(text)?,
+        '[' | '&' | 'v' => list_literal(text).or_else(|| word_literal(text))?,
         _ => word_literal(text)?,
     };
     let rest = rest.trim_start();
@@ -74,6 +78,23 @@ fn string_literal(text: &str) -> Option<(Literal, &str)> {
         }
     }
     None
+}
+
+/// A one-line array of string literals, and the text after it.
+fn list_literal(text: &str) -> Option<(Literal, &str)> {
+    let openings = [("[]string{", '}'), ("&[", ']'), ("vec![", ']'), ("[", ']')];
+    let (mut rest, close) = openings.iter().find_map(|(open, close)| Some((text.strip_prefix(open)?, *close)))?;
+    let mut items = Vec::new();
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix(close) {
+            return Some((Literal::List(items), after));
+        }
+        let (Literal::Str(item), after) = string_literal(rest)? else { return None };
+        items.push(item);
+        rest = after.trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
 }
 
 fn word_literal(text: &str) -> Option<(Literal, &str)> {
@@ -111,6 +132,7 @@ fn equals_default(lit: &Literal, default: &Value) -> bool {
         (Literal::Int(n), Value::Int(d)) => *n == i128::from(*d),
         (Literal::Str(s), Value::String(d)) => s.as_str() == &**d,
         (Literal::Bool(b), Value::Bool(d)) => b == d,
+        (Literal::List(items), Value::List(d)) => items.iter().map(String::as_str).eq(d.iter().map(|i| &**i)),
         _ => false,
     }
 }
@@ -189,6 +211,12 @@ mod tests {
         assert!(equals_default(&Literal::Int(50), &Value::Int(50)));
         assert!(!equals_default(&Literal::Str("50".into()), &Value::Int(50)));
         assert!(equals_default(&Literal::Str("user-revoke".into()), &Value::String("user-revoke".into())));
+        let list = Value::from(&["git", "npm"][..]);
+        assert!(equals_default(&literal(r#"["git", "npm"];"#).unwrap(), &list));
+        assert!(equals_default(&literal(r#"[]string{"git", "npm"}"#).unwrap(), &list));
+        assert!(equals_default(&literal(r#"&["git","npm"], // allowlist"#).unwrap(), &list));
+        assert!(!equals_default(&literal(r#"vec!["npm", "git"];"#).unwrap(), &list));
+        assert_eq!(literal(r#"["git", other]"#), None);
         assert!(equals_default(&Literal::Bool(false), &Value::Bool(false)));
         assert!(!equals_default(&Literal::Float, &Value::Int(1)));
     }

@@ -16,9 +16,11 @@
 //!
 //! Only literal values count: numbers (`50`, `50_000`, `50u32`, `1.5`),
 //! strings (`"full-reimage"`, `'x'`, backticks without `${`) and
-//! `true`/`false`/`True`/`False`, followed by nothing but `;` or `,` and a
-//! comment (`50 * 60` and `cfg.Limit` are not literals). A literal equal to the
-//! key's default (ints numerically, strings exactly, bools) is reported as a
+//! `true`/`false`/`True`/`False`, and for list keys one-line arrays of string
+//! literals (`["git", "npm"]`, `&[...]`, `vec![...]`, Go's `[]string{...}`),
+//! followed by nothing but `;` or `,` and a comment (`50 * 60` and `cfg.Limit`
+//! are not literals). A literal equal to the key's default (ints numerically,
+//! strings exactly, bools, lists item by item in order) is reported as a
 //! hard-coded default, any other as a constant named like the key.
 //!
 //! Declarations: Rust `const`/`static`/`let` (`pub`, `mut`, `: T` allowed);

@@ -65,8 +65,21 @@ impl ApiError {
         let code = match err {
             ValueError::TypeMismatch { .. } => "type_mismatch",
             ValueError::OutOfBounds { .. } => "out_of_bounds",
+            ValueError::ListItemType { .. } => "list_item_type",
+            ValueError::ListTooLong { .. } => "list_too_long",
+            ValueError::ListDuplicateItem { .. } => "list_duplicate_item",
+            ValueError::ListItemNotAllowed { .. } => "list_item_not_allowed",
         };
-        ApiError::unprocessable(code, format!("{field}: {err}")).with_details(json!({ "field": field }))
+        let mut details = json!({ "field": field });
+        match &err {
+            ValueError::ListItemType { index, .. } => details["index"] = json!(index),
+            ValueError::ListTooLong { max_items, .. } => details["max_items"] = json!(max_items),
+            _ => {}
+        }
+        if let Some(item) = err.item() {
+            details["item"] = json!(item);
+        }
+        ApiError::unprocessable(code, format!("{field}: {err}")).with_details(details)
     }
 
     pub fn bad_scope(err: ScopeError) -> ApiError {

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod bundle;
 pub mod changes;
 pub mod error;
 pub mod extract;
@@ -169,6 +170,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/api/v1/policy-keys", get(read::keys))
         .route("/api/v1/policy-values/resolve", get(read::resolve))
         .route("/api/v1/policy-values/snapshot", get(read::snapshot).layer(gzip()))
+        .route("/api/v1/policy-bundles", get(bundle::policy_bundle))
         .route("/api/v1/replica", get(bootstrap::replica))
         .route("/api/v1/changes", get(changes::changes))
         .layer(middleware::from_fn_with_state(state.clone(), read::mark_stale));

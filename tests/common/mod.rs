@@ -12,6 +12,11 @@ use serde_json::Value as Json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
+/// The number of keys in the built-in catalog (`seed/catalog.toml`).
+pub fn catalog_len() -> usize {
+    Catalog::builtin().unwrap().keys.len()
+}
+
 pub struct TestApp {
     pub base: String,
     pub pool: PgPool,
