@@ -14,7 +14,7 @@ use super::read::key_def;
 use super::AppState;
 use crate::domain::{KeyDef, Value, WriteScope};
 use crate::store::tokens::Principal;
-use crate::store::values::{self, Actor, Change, Written};
+use crate::store::values::{self, Actor, Change, Outcome, Written};
 use crate::store::writer::Request;
 
 /// The body of `POST /api/v1/admin/policy-values`, as sent. Every field is
@@ -104,7 +104,8 @@ fn request_id(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn written_json(written: Written) -> serde_json::Value {
-    json!({ "value": written.value, "old_value": written.old_value, "audit_id": written.audit_id, "audit_seq": written.audit_seq })
+    json!({ "unchanged": false, "value": written.value, "old_value": written.old_value,
+            "audit_id": written.audit_id, "audit_seq": written.audit_seq })
 }
 
 #[tracing::instrument(skip_all, fields(key, principal = %principal.name))]
@@ -128,10 +129,20 @@ pub async fn write(
     tracing::Span::current().record("key", def.key.as_str());
     let change = body.into_change(&def)?;
     let actor = Actor { principal: &principal.name, request_id: request_id(&headers) };
-    let written = state.writer.write(Request::new(def, &change, actor)).await?;
-    super::metrics::admin_write("success", "created");
-    visible(&state, written.value.seq).await;
-    Ok((StatusCode::CREATED, Json(written_json(written))))
+    match state.writer.write(Request::new(def, &change, actor)).await? {
+        Outcome::Written(written) => {
+            super::metrics::admin_write("success", "created");
+            visible(&state, written.value.seq).await;
+            Ok((StatusCode::CREATED, Json(written_json(written))))
+        }
+        Outcome::Unchanged(same) => {
+            super::metrics::admin_write("success", "unchanged");
+            let mut body = json!(same);
+            body["unchanged"] = json!(true);
+            body["old_value"] = same.value.clone();
+            Ok((StatusCode::OK, Json(body)))
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
