@@ -110,9 +110,8 @@ fn written_json(written: Written) -> serde_json::Value {
 
 #[tracing::instrument(skip_all, fields(key, principal = %principal.name))]
 #[utoipa::path(post, path = "/api/v1/admin/policy-values", tag = "admin", request_body = WriteBody,
-    responses((status = 201, description = "the new value row, what it replaced and its audit id", body = Object),
-              (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
-              (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody)))]
+    responses((status = 201, description = "the new value row, what it replaced and its audit id", body = super::schemas::Written),
+              (status = 200, description = "the value was already stored at that scope: nothing written", body = super::schemas::Unchanged)))]
 pub async fn write(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -155,9 +154,7 @@ pub struct CancelBody {
 #[tracing::instrument(skip_all, fields(%id, principal = %principal.name))]
 #[utoipa::path(post, path = "/api/v1/admin/policy-values/{id}/cancel", tag = "admin", request_body = CancelBody,
     params(("id" = String, Path, description = "the scheduled value row's id")),
-    responses((status = 200, description = "the cancel row and its audit id", body = Object),
-              (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
-              (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the cancel row and its audit id", body = super::schemas::Written)))]
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -187,8 +184,7 @@ pub struct OverridesParams {
 
 #[utoipa::path(get, path = "/api/v1/admin/policy-values", tag = "audit",
     params(("key" = String, Query, description = "the policy key")),
-    responses((status = 200, description = "every scope overriding the key now or later", body = Object),
-              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "every scope overriding the key now or later", body = super::schemas::Overrides)))]
 pub async fn overrides(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<OverridesParams>,
