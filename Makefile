@@ -45,6 +45,7 @@ help:
 	@echo "  seed        load seed data into the dev database"
 	@echo "  bench       cargo bench against database policy_values_bench"
 	@echo "  schemathesis  fuzz the running server against its OpenAPI document"
+	@echo "  metrics-check  lint a live /metrics page with promtool (installs Debian's prometheus package if needed)"
 	@echo "  db-url      print the dev database URL"
 	@echo "  db-stop     stop the project-local PostgreSQL cluster (.pgdata/), if any"
 
@@ -222,3 +223,41 @@ schemathesis: build
 	"$$VENV/bin/schemathesis" run http://$(SCHEMATHESIS_ADDR)/api/v1/openapi.json \
 		-H "Authorization: Bearer $$TOKEN" --checks not_a_server_error,response_schema_conformance \
 		--max-examples 50 --seed 1 --no-color
+
+# Lint a live /metrics page with promtool (Debian's `prometheus` package,
+# installed with apt-get when missing): every metric has # HELP and # TYPE,
+# names and units follow Prometheus' conventions. The server is started on
+# its own database and port, and driven once (a write, a refusal, reads) so
+# that the page shows the metrics, not an empty text.
+METRICS_ADDR := 127.0.0.1:18090
+
+.PHONY: metrics-check
+metrics-check: build
+	@if ! command -v promtool >/dev/null; then
+		SUDO=""; [[ $$(id -u) == 0 ]] || SUDO=sudo
+		echo "==> installing promtool: apt-get install prometheus" >&2
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >&2
+	fi
+	promtool --version | sed -n 1p
+	URL=$$($(DEV_DB) policy_values_metrics)
+	export DATABASE_URL="$$URL"
+	$(BIN) migrate >/dev/null
+	TOKEN=$$($(BIN) token create --role admin --name metrics-check | tail -n 1)
+	mkdir -p .dev
+	POLICY_VALUES_ADDR=$(METRICS_ADDR) $(BIN) serve --skip-migrate > .dev/metrics-check-server.log 2>&1 &
+	SERVER=$$!
+	trap 'kill $$SERVER 2>/dev/null || true; $(BIN) token revoke metrics-check >/dev/null 2>&1 || true' EXIT
+	for _ in $$(seq 1 100); do curl -fs http://$(METRICS_ADDR)/readyz >/dev/null && break; sleep 0.1; done
+	API=http://$(METRICS_ADDR)/api/v1
+	AUTH="Authorization: Bearer $$TOKEN"
+	curl -fs -H "$$AUTH" "$$API/policy-keys" >/dev/null
+	curl -fs -H "$$AUTH" "$$API/replica" >/dev/null
+	curl -fs -H "$$AUTH" "$$API/policy-values/resolve?key=maas.enabled" >/dev/null
+	# A write that may be refused (a second run finds it made): either way it is counted.
+	curl -s -o /dev/null -H "$$AUTH" -H 'Content-Type: application/json' -X POST "$$API/admin/policy-values" \
+		-d '{"key": "maas.enabled", "scope": {"plan": "metrics-check"}, "value": true, "reason": "make metrics-check", "old_value": false}'
+	curl -fs http://$(METRICS_ADDR)/metrics > .dev/metrics-check.txt
+	echo "==> promtool check metrics < .dev/metrics-check.txt ($$(grep -c '^# HELP' .dev/metrics-check.txt) metrics with # HELP)" >&2
+	promtool check metrics < .dev/metrics-check.txt
+	echo "promtool check metrics: OK"

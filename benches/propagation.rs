@@ -81,7 +81,9 @@ async fn leader() {
             old_value: old_value.clone(),
         };
         let actor = values::Actor { principal: "bench", request_id: None };
-        let written = values::write(&pool, &def, &change, actor).await.expect("write");
+        let values::Outcome::Written(written) = values::write(&pool, &def, &change, actor).await.expect("write") else {
+            panic!("every benchmark write changes a value")
+        };
         committed.insert(written.value.seq, common::unix_nanos());
     }
     let seen = reader.join().expect("reader");

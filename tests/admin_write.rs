@@ -79,6 +79,80 @@ async fn a_null_value_removes_the_override_and_the_scope_falls_back(pool: PgPool
     assert_eq!(app.counts().await, before);
 }
 
+async fn value_rows_at(app: &TestApp, scope_id: &str) -> Vec<(i64, Json)> {
+    sqlx::query_as("select seq, value from policy_values where key = $1 and scope_id = $2 order by seq")
+        .bind(KEY)
+        .bind(scope_id)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn writing_the_value_already_stored_at_the_scope_answers_unchanged_and_writes_nothing(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let first = app.write(body(json!({"org_id": "acme"}), json!(45), json!(30))).await;
+    assert_eq!((first.status, first.json["unchanged"].clone()), (StatusCode::CREATED, json!(false)), "{}", first.json);
+    let rows = value_rows_at(&app, "acme").await;
+    let before = app.counts().await;
+
+    let again = app.write(body(json!({"org_id": "acme"}), json!(45), json!(45))).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.json);
+    assert_eq!(again.json["unchanged"], json!(true));
+    assert_eq!((again.json["key"].as_str(), again.json["level"].as_str()), (Some(KEY), Some("org")));
+    assert_eq!((again.json["scope_id"].clone(), again.json["value"].clone()), (json!("acme"), json!(45)));
+    assert_eq!(again.json["old_value"], json!(45));
+    assert_eq!(again.json["value_id"], first.json["value"]["id"], "names the row already in force");
+    assert_eq!(again.json["value_seq"], first.json["value"]["seq"]);
+    assert!(again.json.get("audit_id").is_none(), "no audit record: {}", again.json);
+    assert_eq!(app.counts().await, before, "no value row and no audit record");
+    assert_eq!(value_rows_at(&app, "acme").await, rows);
+    assert_eq!(app.resolve(KEY, "org_id=acme").await, json!(45));
+
+    // A stale old_value is still refused, even with the stored value.
+    let stale = app.write(body(json!({"org_id": "acme"}), json!(45), json!(30))).await;
+    assert_eq!((stale.status, stale.code()), (StatusCode::CONFLICT, "stale_old_value"));
+    assert_eq!(app.counts().await, before);
+}
+
+#[sqlx::test]
+async fn a_value_only_inherited_or_scheduled_at_the_scope_is_written_not_unchanged(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    // Nothing stored at the org: its value 30 is the catalog default, and
+    // writing 30 there pins it, a change.
+    let pinned = app.write(body(json!({"org_id": "acme"}), json!(30), json!(30))).await;
+    assert_eq!(
+        (pinned.status, pinned.json["unchanged"].clone()),
+        (StatusCode::CREATED, json!(false)),
+        "{}",
+        pinned.json
+    );
+    // Global 40 is not the org's stored value either.
+    app.write(body(json!({}), json!(40), json!(30))).await;
+    let user = app.write(body(json!({"user_id": "u1"}), json!(40), json!(40))).await;
+    assert_eq!(user.status, StatusCode::CREATED, "{}", user.json);
+
+    // A change to 60 scheduled at the org: writing 30 (stored now) for a
+    // time after it is a change again, and is written.
+    let soon = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let later = (time::OffsetDateTime::now_utc() + time::Duration::hours(2))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut scheduled = body(json!({"org_id": "acme"}), json!(60), json!(30));
+    scheduled["effective_at"] = json!(soon);
+    assert_eq!(app.write(scheduled).await.status, StatusCode::CREATED);
+    let mut back = body(json!({"org_id": "acme"}), json!(30), json!(30));
+    back["effective_at"] = json!(later);
+    let back = app.write(back).await;
+    assert_eq!((back.status, back.json["unchanged"].clone()), (StatusCode::CREATED, json!(false)), "{}", back.json);
+    // Now (before either takes effect) 30 is stored at the org: unchanged.
+    let now = app.write(body(json!({"org_id": "acme"}), json!(30), json!(30))).await;
+    assert_eq!((now.status, now.json["unchanged"].clone()), (StatusCode::OK, json!(true)), "{}", now.json);
+    assert_eq!(now.json["value_id"], pinned.json["value"]["id"]);
+}
+
 /// Each case: a body, the expected status and code.
 async fn assert_refused(app: &TestApp, request: reqwest::RequestBuilder, status: StatusCode, code: &str) {
     let before = app.counts().await;

@@ -41,6 +41,13 @@ async fn an_admin_sets_reads_and_removes_a_value_with_the_cli(pool: PgPool) {
     let json = cli(&app, &app.reader, &["get", KEY, "--org", "acme", "--json"]).await;
     let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(parsed["value"], 45);
+    let again = cli(&app, &app.admin, &["set", KEY, "45", "--org", "acme", "--reason", "again"]).await;
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        stdout(&again).starts_with("unchanged: allocation.refund_window_days at org acme is already 45"),
+        "{}",
+        stdout(&again)
+    );
 
     let stale =
         cli(&app, &app.admin, &["set", KEY, "50", "--org", "acme", "--reason", "race", "--old-value", "30"]).await;

@@ -7,7 +7,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use policy_values::domain::{Catalog, KeyDef, Value, WriteScope};
-use policy_values::store::values::{Actor, Change, Written};
+use policy_values::store::values::{Actor, Change, Outcome, Written};
 use policy_values::store::writer::{self, Request, Writer};
 use policy_values::store::{audit_query, keys, StoreError};
 use serde_json::json;
@@ -41,8 +41,31 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
-fn written(answer: &Result<Written, StoreError>) -> &Written {
-    answer.as_ref().unwrap_or_else(|e| panic!("expected a write, got {e}"))
+fn written(answer: &Result<Outcome, StoreError>) -> &Written {
+    match answer {
+        Ok(Outcome::Written(written)) => written,
+        other => panic!("expected a write, got {other:?}"),
+    }
+}
+
+#[sqlx::test]
+async fn a_write_in_a_batch_that_repeats_the_stored_value_is_unchanged_and_writes_nothing(pool: PgPool) {
+    let def = seeded(&pool).await;
+    let batch =
+        [request(&def, "acme", Some(45), 30), request(&def, "acme", Some(45), 45), request(&def, "acme", Some(50), 45)];
+    let answers = writer::execute(&pool, &batch).await;
+    let first = written(&answers[0]).clone();
+    match &answers[1] {
+        Ok(Outcome::Unchanged(same)) => {
+            assert_eq!((same.value_id, same.value_seq), (first.value.id, first.value.seq), "the row in force");
+            assert_eq!((same.scope_id.as_str(), same.value.clone()), ("acme", json!(45)));
+        }
+        other => panic!("expected unchanged, got {other:?}"),
+    }
+    assert_eq!(written(&answers[2]).old_value, Some(json!(45)));
+    assert_eq!(count(&pool, "select count(*) from policy_values where scope_id = 'acme'").await, 2);
+    assert_eq!(count(&pool, "select count(*) from audit_logs where action like 'policy_value.%'").await, 2);
+    assert!(matches!(audit_query::verify(&pool).await.unwrap(), audit_query::Verification::Intact { .. }));
 }
 
 #[sqlx::test]

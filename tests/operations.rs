@@ -46,6 +46,62 @@ async fn metrics_count_requests_writes_audit_rows_notifications_and_the_replica(
     assert!(text.contains("policy_values_client_replica_rows"));
 }
 
+/// The family a sample line belongs to: its name, less a histogram's or
+/// summary's `_bucket`/`_sum`/`_count` suffix when that names a family.
+fn family_of<'a>(sample: &'a str, types: &std::collections::HashMap<&str, &str>) -> &'a str {
+    let name = sample.split(['{', ' ']).next().unwrap_or(sample);
+    if types.contains_key(name) {
+        return name;
+    }
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s).filter(|f| types.contains_key(f)))
+        .unwrap_or(name)
+}
+
+#[sqlx::test]
+async fn every_metric_family_on_a_live_metrics_page_has_help_and_type(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let body = json!({"key": "maas.enabled", "scope": {}, "value": true, "reason": "pilot", "old_value": false});
+    assert_eq!(app.write(body.clone()).await.status, StatusCode::CREATED);
+    assert_eq!(app.write(body).await.code(), "stale_old_value");
+    app.get("/api/v1/policy-keys", &app.reader).await;
+    app.get("/api/v1/replica", &app.reader).await;
+
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    let mut help = std::collections::HashSet::new();
+    let mut types = std::collections::HashMap::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.splitn(4, ' ').collect();
+        match words.as_slice() {
+            ["#", "HELP", name, text] => assert!(help.insert(*name) && !text.trim().is_empty(), "{line}"),
+            ["#", "TYPE", name, kind] => assert!(types.insert(*name, *kind).is_none(), "{line}"),
+            _ => {}
+        }
+    }
+    let samples: Vec<&str> = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    let families: std::collections::BTreeSet<&str> = samples.iter().map(|s| family_of(s, &types)).collect();
+    for family in &families {
+        assert!(types.contains_key(family), "{family} has no # TYPE line:\n{text}");
+        assert!(help.contains(family), "{family} has no # HELP line:\n{text}");
+    }
+    for family in types.keys() {
+        assert!(help.contains(family), "{family} has a # TYPE but no # HELP line:\n{text}");
+    }
+    for expected in [
+        "policy_values_http_requests_total",
+        "policy_values_http_request_duration_seconds",
+        "policy_values_admin_writes_total",
+        "policy_values_write_batch_size",
+        "policy_values_client_replica_rows",
+        "policy_values_bootstrap_builds_total",
+    ] {
+        assert!(families.contains(expected), "{expected} is on the page:\n{text}");
+    }
+    assert_eq!(types["policy_values_http_request_duration_seconds"], "histogram");
+    assert_eq!(types["policy_values_http_requests_total"], "counter");
+}
+
 #[sqlx::test]
 async fn readiness_fails_while_the_database_is_unreachable(pool: PgPool) {
     let options = common::options_of(&pool);

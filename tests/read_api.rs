@@ -197,15 +197,104 @@ async fn the_openapi_document_describes_every_route_and_needs_no_token(pool: PgP
             "/api/v1/policy-keys",
             "/api/v1/policy-values/resolve",
             "/api/v1/policy-values/snapshot",
+            "/api/v1/replica",
             "/healthz",
             "/readyz",
         ]
     );
     let write = &doc.json["paths"]["/api/v1/admin/policy-values"]["post"];
     assert!(write["responses"]["409"].is_object() && write["responses"]["422"].is_object());
-    let required = &doc.json["components"]["schemas"]["WriteBody"]["required"];
-    for field in ["key", "scope", "value", "reason", "old_value"] {
-        assert!(required.as_array().unwrap().iter().any(|f| f == field), "{field} is required");
+    // The write body: one variant per catalog key, with its type and bounds.
+    let variants = doc.json["components"]["schemas"]["WriteBody"]["oneOf"].as_array().unwrap();
+    assert_eq!(variants.len(), 16, "one per catalog key");
+    for variant in variants {
+        let required = variant["required"].as_array().unwrap();
+        for field in ["key", "scope", "value", "reason", "old_value"] {
+            assert!(required.iter().any(|f| f == field), "{field} is required: {variant}");
+        }
     }
+    let refund = variants.iter().find(|v| v["properties"]["key"]["enum"] == json!(["allocation.refund_window_days"]));
+    let value = &refund.unwrap()["properties"]["value"]["anyOf"][0];
+    assert_eq!(
+        (value["type"].as_str(), value["minimum"].as_i64(), value["maximum"].as_i64()),
+        (Some("integer"), Some(0), Some(365))
+    );
+    let resolve = doc.json["paths"]["/api/v1/policy-values/resolve"]["get"]["parameters"].as_array().unwrap();
+    let org = resolve.iter().find(|p| p["name"] == "org_id").unwrap();
+    assert_eq!((org["schema"]["minLength"].as_i64(), org["schema"]["maxLength"].as_i64()), (Some(1), Some(256)));
+    let key = resolve.iter().find(|p| p["name"] == "key").unwrap();
+    assert_eq!(key["schema"]["enum"].as_array().map(Vec::len), Some(16));
+    let link = &write["responses"]["201"]["links"]["CancelTheScheduledChange"];
+    assert_eq!(link["parameters"]["id"], "$response.body#/value/id", "a write links to cancelling it: {link}");
     assert_eq!(doc.json["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+}
+
+/// The component a `$ref` names, if it is one of `components.<kind>`.
+fn component<'a>(doc: &'a Json, reference: &Json, kind: &str) -> Option<&'a Json> {
+    let name = reference.as_str()?.strip_prefix(&format!("#/components/{kind}/"))?;
+    doc["components"][kind].get(name)
+}
+
+/// Whether a schema says something: a reference to a described component,
+/// an array of such, a composition, or an object with properties.
+fn typed(doc: &Json, schema: &Json) -> bool {
+    if let Some(reference) = schema.get("$ref") {
+        return component(doc, reference, "schemas").is_some_and(|s| typed(doc, s));
+    }
+    if ["oneOf", "allOf", "anyOf"].iter().any(|k| schema[*k].as_array().is_some_and(|a| !a.is_empty())) {
+        return true;
+    }
+    match schema["type"].as_str() {
+        Some("object") => schema["properties"].as_object().is_some_and(|p| !p.is_empty()),
+        Some("array") => typed(doc, &schema["items"]),
+        Some(_) => true,
+        None => false,
+    }
+}
+
+#[sqlx::test]
+async fn every_success_answer_in_the_live_openapi_document_has_a_named_schema_and_errors_are_shared(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let doc = app.send(app.http.get(format!("{}/api/v1/openapi.json", app.base))).await.json;
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let response = match response.get("$ref") {
+                    Some(reference) => component(&doc, reference, "responses")
+                        .unwrap_or_else(|| panic!("{method} {path} {status} refers to a missing response: {response}")),
+                    None => response,
+                };
+                if status.starts_with('2') {
+                    for (media, content) in response["content"].as_object().unwrap() {
+                        let schema = &content["schema"];
+                        if media == "application/json" {
+                            assert!(
+                                schema.get("$ref").is_some(),
+                                "{method} {path} {status}: not a named schema: {schema}"
+                            );
+                        }
+                        assert!(typed(&doc, schema), "{method} {path} {status} {media}: an untyped answer: {schema}");
+                        checked += 1;
+                    }
+                } else if status.starts_with('4') || status.starts_with('5') {
+                    let reference = &operation["responses"][status]["$ref"];
+                    assert_eq!(reference, "#/components/responses/Error", "{method} {path} {status}: the shared error");
+                }
+            }
+        }
+    }
+    assert!(checked >= 13, "every success answer was checked ({checked})");
+    let error = &doc["components"]["responses"]["Error"]["content"]["application/json"]["schema"]["$ref"];
+    assert_eq!(error, "#/components/schemas/ErrorBody");
+    let write = &doc["paths"]["/api/v1/admin/policy-values"]["post"]["responses"];
+    assert_eq!(write["201"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Written");
+    assert_eq!(write["200"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Unchanged");
+    for status in ["400", "401", "403", "409", "413", "415", "422", "429", "503"] {
+        assert_eq!(write[status]["$ref"], "#/components/responses/Error", "write {status}");
+    }
+    let resolve = &doc["components"]["schemas"]["Resolution"]["properties"];
+    for field in ["key", "type", "value", "source", "explain", "audit_id"] {
+        assert!(resolve.get(field).is_some(), "Resolution.{field}");
+    }
 }

@@ -97,6 +97,15 @@ pub fn resolution(json: &Value, explain: bool) -> String {
 }
 
 pub fn written(json: &Value) -> String {
+    if json["unchanged"] == Value::Bool(true) {
+        return format!(
+            "unchanged: {} at {} is already {} (value seq {}); nothing written\n",
+            cell(&json["key"]),
+            scope_text(&json["level"], &json["scope_id"]),
+            cell(&json["value"]),
+            cell(&json["value_seq"]),
+        );
+    }
     let row = &json["value"];
     format!(
         "{} {} at {}: {} -> {} (effective {}, seq {}, audit {})\n",

@@ -14,7 +14,7 @@ use super::read::key_def;
 use super::AppState;
 use crate::domain::{KeyDef, Value, WriteScope};
 use crate::store::tokens::Principal;
-use crate::store::values::{self, Actor, Change, Written};
+use crate::store::values::{self, Actor, Change, Outcome, Written};
 use crate::store::writer::Request;
 
 /// The body of `POST /api/v1/admin/policy-values`, as sent. Every field is
@@ -104,14 +104,14 @@ fn request_id(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn written_json(written: Written) -> serde_json::Value {
-    json!({ "value": written.value, "old_value": written.old_value, "audit_id": written.audit_id, "audit_seq": written.audit_seq })
+    json!({ "unchanged": false, "value": written.value, "old_value": written.old_value,
+            "audit_id": written.audit_id, "audit_seq": written.audit_seq })
 }
 
 #[tracing::instrument(skip_all, fields(key, principal = %principal.name))]
 #[utoipa::path(post, path = "/api/v1/admin/policy-values", tag = "admin", request_body = WriteBody,
-    responses((status = 201, description = "the new value row, what it replaced and its audit id", body = Object),
-              (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
-              (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody)))]
+    responses((status = 201, description = "the new value row, what it replaced and its audit id", body = super::schemas::Written),
+              (status = 200, description = "the value was already stored at that scope: nothing written", body = super::schemas::Unchanged)))]
 pub async fn write(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -128,10 +128,20 @@ pub async fn write(
     tracing::Span::current().record("key", def.key.as_str());
     let change = body.into_change(&def)?;
     let actor = Actor { principal: &principal.name, request_id: request_id(&headers) };
-    let written = state.writer.write(Request::new(def, &change, actor)).await?;
-    super::metrics::admin_write("success", "created");
-    visible(&state, written.value.seq).await;
-    Ok((StatusCode::CREATED, Json(written_json(written))))
+    match state.writer.write(Request::new(def, &change, actor)).await? {
+        Outcome::Written(written) => {
+            super::metrics::admin_write("success", "created");
+            visible(&state, written.value.seq).await;
+            Ok((StatusCode::CREATED, Json(written_json(written))))
+        }
+        Outcome::Unchanged(same) => {
+            super::metrics::admin_write("success", "unchanged");
+            let mut body = json!(same);
+            body["unchanged"] = json!(true);
+            body["old_value"] = same.value.clone();
+            Ok((StatusCode::OK, Json(body)))
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -144,9 +154,7 @@ pub struct CancelBody {
 #[tracing::instrument(skip_all, fields(%id, principal = %principal.name))]
 #[utoipa::path(post, path = "/api/v1/admin/policy-values/{id}/cancel", tag = "admin", request_body = CancelBody,
     params(("id" = String, Path, description = "the scheduled value row's id")),
-    responses((status = 200, description = "the cancel row and its audit id", body = Object),
-              (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
-              (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the cancel row and its audit id", body = super::schemas::Written)))]
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -176,8 +184,7 @@ pub struct OverridesParams {
 
 #[utoipa::path(get, path = "/api/v1/admin/policy-values", tag = "audit",
     params(("key" = String, Query, description = "the policy key")),
-    responses((status = 200, description = "every scope overriding the key now or later", body = Object),
-              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "every scope overriding the key now or later", body = super::schemas::Overrides)))]
 pub async fn overrides(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<OverridesParams>,

@@ -105,8 +105,7 @@ fn decode_cursor(raw: &str) -> Result<i64, ApiError> {
         ("order" = Option<String>, Query, description = "desc (default) or asc"),
         ("format" = Option<String>, Query, description = "json (default), ndjson or csv")),
     responses((status = 200, description = "a page {items, next_cursor}, or the streamed export",
-               content((Object = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"))),
-              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+               content((super::schemas::AuditPage = "application/json"), (String = "application/x-ndjson"), (String = "text/csv")))))]
 pub async fn audit_logs(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<AuditParams>,
@@ -240,16 +239,14 @@ fn trailer(format: Export, head: &ChainHead, rows: u64) -> Bytes {
 
 /// `GET /api/v1/admin/audit-logs/verify`: recomputes the whole chain.
 #[utoipa::path(get, path = "/api/v1/admin/audit-logs/verify", tag = "audit",
-    responses((status = 200, description = "intact with the head, or where the chain breaks", body = Object),
-              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "intact with the head, or where the chain breaks", body = super::schemas::Verification)))]
 pub async fn verify(State(state): State<AppState>) -> Result<Json<audit_query::Verification>, ApiError> {
     Ok(Json(audit_query::verify(&state.pool).await?))
 }
 
 /// `GET /api/v1/admin/audit-logs/head`: the latest seq and hash.
 #[utoipa::path(get, path = "/api/v1/admin/audit-logs/head", tag = "audit",
-    responses((status = 200, description = "the latest seq and hash", body = Object),
-              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the latest seq and hash", body = super::schemas::ChainHead)))]
 pub async fn head(State(state): State<AppState>) -> Result<Json<ChainHead>, ApiError> {
     let head = audit_query::head(&state.pool).await?;
     Ok(Json(head.unwrap_or(ChainHead { seq: 0, hash: hex::encode([0u8; 32]) })))
@@ -271,8 +268,7 @@ pub struct HistoryParams {
         ("project_id" = Option<String>, Query, description = "the caller's project id"),
         ("org_id" = Option<String>, Query, description = "the caller's organisation id"),
         ("plan" = Option<String>, Query, description = "the caller's plan"), ("limit" = Option<i64>, Query, description = "1 to 1000")),
-    responses((status = 200, description = "every change at the scope, newest first, with audit ids", body = Object),
-              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "every change at the scope, newest first, with audit ids", body = super::schemas::History)))]
 pub async fn history(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<HistoryParams>,

@@ -101,10 +101,8 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 /// force or scheduled (`rows`), complete up to `position`: follow the feed
 /// with `?after=<position>`. `ETag` and 304; gzip when accepted.
 #[utoipa::path(get, path = "/api/v1/replica", tag = "read",
-    responses((status = 200, description = "the replica as a document", body = Object),
-              (status = 304, description = "unchanged since the If-None-Match ETag"),
-              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
-              (status = 503, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the replica as a document", body = super::schemas::Image),
+              (status = 304, description = "unchanged since the If-None-Match ETag")))]
 pub async fn replica(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if state.replica.health().origin == Origin::Default {
         // Nothing but the catalog defaults: no position to follow from.

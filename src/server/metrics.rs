@@ -28,13 +28,77 @@ pub fn install() {
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("policy_values_write_batch_size".into()), &BATCH));
         match builder.and_then(|b| b.install_recorder()) {
-            Ok(handle) => Some(handle),
+            Ok(handle) => {
+                describe();
+                Some(handle)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "metrics recorder not installed");
                 None
             }
         }
     });
+}
+
+/// Every metric the server exports, with the `# HELP` text `/metrics`
+/// shows for it (docs/operations.md has the same table).
+const COUNTERS: [(&str, &str); 12] = [
+    ("policy_values_http_requests_total", "HTTP requests answered, by route template, method and status."),
+    (
+        "policy_values_admin_writes_total",
+        "Admin writes by outcome (success or refused) and code (created, unchanged, cancelled or the error code).",
+    ),
+    ("policy_values_audit_rows_total", "Audit records written by this server."),
+    ("policy_values_notifications_total", "Value rows written by this server (each one notifies followers)."),
+    (
+        "policy_values_write_visibility_slow_total",
+        "Committed writes this server's replica did not show within 2 s (answered all the same).",
+    ),
+    (
+        "policy_values_commit_unknown_total",
+        "Writes whose connection failed after COMMIT was sent (answered 503 commit_outcome_unknown).",
+    ),
+    (
+        "policy_values_db_connections_discarded_total",
+        "Pooled connections discarded on release because their session was inside a transaction; should stay 0.",
+    ),
+    ("policy_values_client_reconnects_total", "LISTEN connections of the replica re-established."),
+    ("policy_values_client_reads_total", "Replica reads by origin (live, snapshot, default), counted in batches."),
+    (
+        "policy_values_feed_lagged_total",
+        "Change-feed streams cut off for falling more than 4,096 events behind (they resume by id).",
+    ),
+    ("policy_values_feed_resets_total", "Change-feed subscribers told to reload because their gap was no longer held."),
+    ("policy_values_bootstrap_builds_total", "Bootstrap documents built (once per position at most)."),
+];
+
+const GAUGES: [(&str, &str); 4] = [
+    ("policy_values_client_replica_rows", "Rows in this server's replica."),
+    ("policy_values_client_last_applied_seq", "The replica's position: the last seq applied."),
+    (
+        "policy_values_client_staleness_seconds",
+        "0 while the replica is live; else seconds since the database was lost.",
+    ),
+    ("policy_values_feed_subscribers", "Open change-feed streams."),
+];
+
+const HISTOGRAMS: [(&str, &str); 2] = [
+    ("policy_values_http_request_duration_seconds", "Time to answer an HTTP request, by route template and method."),
+    ("policy_values_write_batch_size", "Admin writes sent to the database per group commit."),
+];
+
+/// Gives every metric its `# HELP` line (the recorder keeps descriptions
+/// for metrics not yet recorded, and prints them once they are).
+fn describe() {
+    for (name, help) in COUNTERS {
+        metrics::describe_counter!(name, help);
+    }
+    for (name, help) in GAUGES {
+        metrics::describe_gauge!(name, help);
+    }
+    for (name, help) in HISTOGRAMS {
+        metrics::describe_histogram!(name, help);
+    }
 }
 
 /// `GET /metrics`, in the Prometheus text format.

@@ -12,8 +12,10 @@ pub mod feed;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod openapi_strict;
 pub mod read;
 pub mod refusals;
+pub mod schemas;
 pub mod snapshot_cache;
 pub mod token_cache;
 

@@ -1,9 +1,17 @@
 //! The OpenAPI document, generated from the handlers' annotations and
-//! served at `/api/v1/openapi.json`.
+//! served at `/api/v1/openapi.json`. Success answers name their schema
+//! (`server::schemas`); the error answers are declared once here, as the
+//! shared response `Error`, and given to each operation by what it can
+//! refuse (`ErrorResponses`).
 
+use axum::extract::State;
 use axum::Json;
+use utoipa::openapi::path::{HttpMethod, Operation};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
+
+use super::{schemas, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +22,7 @@ use utoipa::{Modify, OpenApi};
         super::read::snapshot,
         super::read::healthz,
         super::read::readyz,
+        super::bootstrap::replica,
         super::admin::write,
         super::admin::cancel,
         super::admin::overrides,
@@ -22,8 +31,15 @@ use utoipa::{Modify, OpenApi};
         super::audit::head,
         super::audit::history,
     ),
-    components(schemas(super::error::ErrorBody, super::admin::WriteBody, super::admin::CancelBody)),
-    modifiers(&BearerAuth),
+    components(schemas(
+        super::error::ErrorBody, super::admin::WriteBody, super::admin::CancelBody,
+        schemas::Status, schemas::Catalog, schemas::KeyDef, schemas::Bounds, schemas::ValueType,
+        schemas::Resolution, schemas::Source, schemas::LevelReport, schemas::LevelState,
+        schemas::Snapshot, schemas::SnapshotValue, schemas::ValueRow, schemas::Written, schemas::Unchanged,
+        schemas::Override, schemas::Overrides, schemas::HistoryItem, schemas::History,
+        schemas::AuditRecord, schemas::AuditPage, schemas::ChainHead, schemas::Verification, schemas::Image,
+    )),
+    modifiers(&BearerAuth, &ErrorResponses),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -38,6 +54,65 @@ impl Modify for BearerAuth {
     }
 }
 
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The name of the shared error response in `components.responses`.
+const ERROR: &str = "Error";
+
+/// Declares the error response once (`{code, message, details}`, see
+/// docs/api.md) and refers every operation to it for the statuses it can
+/// answer: 401 and 403 where a token is needed, 422 where there is a query
+/// or a body, what a write adds (400, 404, 409, 413, 415, 429), and 503
+/// everywhere (the database is away, or the request timed out).
+struct ErrorResponses;
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let body = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+        let error = ResponseBuilder::new()
+            .description("an error: a stable `code`, a `message` and `details`")
+            .content("application/json", body)
+            .build();
+        openapi.components.get_or_insert_with(Default::default).responses.insert(ERROR.to_string(), error.into());
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                (HttpMethod::Get, item.get.as_mut()),
+                (HttpMethod::Post, item.post.as_mut()),
+                (HttpMethod::Put, item.put.as_mut()),
+                (HttpMethod::Delete, item.delete.as_mut()),
+            ];
+            for (method, operation) in operations {
+                if let Some(operation) = operation {
+                    for status in error_statuses(&method, operation) {
+                        let reference = RefOr::Ref(Ref::new(format!("#/components/responses/{ERROR}")));
+                        operation.responses.responses.entry(status.to_string()).or_insert(reference);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The error statuses one operation can answer.
+fn error_statuses(method: &HttpMethod, operation: &Operation) -> Vec<u16> {
+    let public = operation.security.as_ref().is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+    let mut statuses = Vec::new();
+    if !public {
+        statuses.extend([401, 403]);
+    }
+    let has_params = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    if has_params || operation.request_body.is_some() {
+        statuses.push(422);
+    }
+    if matches!(method, HttpMethod::Post) {
+        statuses.extend([400, 404, 409, 413, 415, 429]);
+    }
+    statuses.push(503);
+    statuses
+}
+
+/// `GET /api/v1/openapi.json`: the document, made as strict as the server
+/// for the catalog it serves now (`openapi_strict`).
+pub async fn document(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    super::openapi_strict::tighten(&mut doc, &state.replica.catalog());
+    Json(doc)
 }

@@ -56,8 +56,7 @@ impl ScopeParams {
 }
 
 #[utoipa::path(get, path = "/api/v1/policy-keys", tag = "read",
-    responses((status = 200, description = "the catalog: {keys: [...]}", body = Object),
-              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the catalog: {keys: [...]}", body = super::schemas::Catalog)))]
 pub async fn keys(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     // From the replica, which follows catalog changes: no database needed.
     Ok(Json(json!({ "keys": state.replica.catalog() })))
@@ -127,8 +126,7 @@ pub struct ResolveAnswer {
         ("org_id" = Option<String>, Query, description = "the caller's organisation id"),
         ("plan" = Option<String>, Query, description = "the caller's plan"),
         ("at" = Option<String>, Query, description = "RFC 3339 time to answer as of")),
-    responses((status = 200, description = "the value, its source, every level consulted and the winning audit id", body = Object),
-              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the value, its source, every level consulted and the winning audit id", body = super::schemas::Resolution)))]
 pub async fn resolve(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<ResolveParams>,
@@ -167,9 +165,8 @@ pub async fn resolve(
         ("project_id" = Option<String>, Query, description = "the caller's project id"),
         ("org_id" = Option<String>, Query, description = "the caller's organisation id"),
         ("plan" = Option<String>, Query, description = "the caller's plan"),),
-    responses((status = 200, description = "every key resolved for the scope, with an ETag", body = Object),
-              (status = 304, description = "unchanged since the If-None-Match ETag"),
-              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "every key resolved for the scope, with an ETag", body = super::schemas::Snapshot),
+              (status = 304, description = "unchanged since the If-None-Match ETag")))]
 pub async fn snapshot(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -212,14 +209,14 @@ fn etag_header(tag: &SnapshotTag) -> HeaderValue {
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "health", security(()),
-    responses((status = 200, description = "the process serves", body = Object)))]
+    responses((status = 200, description = "the process serves", body = super::schemas::Status)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Ready when the database answers.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
-    responses((status = 200, description = "the database answers", body = Object), (status = 503, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the database answers", body = super::schemas::Status)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     match sqlx::query("select 1").execute(&state.pool).await {
         Ok(_) => Ok(Json(json!({ "status": "ready" }))),

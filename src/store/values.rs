@@ -78,13 +78,40 @@ pub struct Written {
     pub audit_seq: i64,
 }
 
+/// What an admin write did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A value row and its audit record were written.
+    Written(Written),
+    /// The value was already the one stored at that exact scope (and the
+    /// `old_value` matched): nothing was written, nothing was audited.
+    Unchanged(Unchanged),
+}
+
+/// A write that changed nothing, and the row that already holds its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unchanged {
+    pub key: String,
+    pub level: String,
+    pub scope_id: String,
+    /// The value, as stored (and as sent).
+    pub value: serde_json::Value,
+    /// The row in force at the scope, which holds `value`.
+    pub value_id: Uuid,
+    pub value_seq: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub effective_at: OffsetDateTime,
+}
+
 /// Applies a change on its own: under the write lock, checks `old_value`,
 /// inserts the row and its audit record, and commits (the insert trigger
 /// notifies listeners at commit). Nothing is written if any check fails. A
 /// time up to 60 s in the past is taken as now (clock skew; the database
-/// applies it). The server sends its writes through a `writer::Writer`,
-/// which commits concurrent ones together with the same answers.
-pub async fn write(pool: &PgPool, def: &KeyDef, change: &Change, actor: Actor<'_>) -> Result<Written, StoreError> {
+/// applies it). A value already stored at that exact scope is
+/// `Outcome::Unchanged` and writes nothing. The server sends its writes
+/// through a `writer::Writer`, which commits concurrent ones together with
+/// the same answers.
+pub async fn write(pool: &PgPool, def: &KeyDef, change: &Change, actor: Actor<'_>) -> Result<Outcome, StoreError> {
     let request = super::writer::Request::new(def.clone(), change, actor);
     super::writer::execute(pool, std::slice::from_ref(&request))
         .await

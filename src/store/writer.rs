@@ -3,7 +3,8 @@
 //! flush at a time. A `Writer` queues concurrent writes and sends whatever
 //! has queued as one statement (`policy_values_write_batch`, migration
 //! 0009): one transaction, one flush, and the same answers as the writes
-//! made one after another in queue order. Each batch runs in a transaction
+//! made one after another in queue order (a write of the value already
+//! stored at its scope answers `Outcome::Unchanged`, migration 0200). Each batch runs in a transaction
 //! of its own, in a task of its own: a caller that hangs up cannot cut it
 //! short, and "written" is answered only after its COMMIT succeeded.
 
@@ -13,7 +14,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
-use super::values::{typed, Actor, Change, ValueRow, Written};
+use super::values::{typed, Actor, Change, Outcome, Unchanged, ValueRow, Written};
 use super::StoreError;
 use crate::domain::{KeyDef, Value};
 
@@ -66,7 +67,7 @@ impl Request {
 
 struct Queued {
     request: Request,
-    reply: oneshot::Sender<Result<Written, StoreError>>,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
 /// The queue in front of the database; clones share it. The task that
@@ -87,7 +88,7 @@ impl Writer {
     /// Makes one write, committed together with any others queued meanwhile.
     /// Dropped before its batch is sent (a request timing out), it is not
     /// written at all.
-    pub async fn write(&self, request: Request) -> Result<Written, StoreError> {
+    pub async fn write(&self, request: Request) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue.send(Queued { request, reply }).await.map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
         answer.await.map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
@@ -138,7 +139,7 @@ enum Failure {
 /// Makes `requests` in one statement and answers each. If the database
 /// refuses the statement (which rolls all of it back), each write is made
 /// alone so that only the one at fault is refused.
-pub async fn execute(pool: &sqlx::PgPool, requests: &[Request]) -> Vec<Result<Written, StoreError>> {
+pub async fn execute(pool: &sqlx::PgPool, requests: &[Request]) -> Vec<Result<Outcome, StoreError>> {
     metrics::histogram!("policy_values_write_batch_size").record(requests.len() as f64);
     match send(pool, requests).await {
         Err(Failure::NotWritten(err @ sqlx::Error::Database(_))) if requests.len() > 1 => {
@@ -154,7 +155,7 @@ pub async fn execute(pool: &sqlx::PgPool, requests: &[Request]) -> Vec<Result<Wr
 }
 
 /// Each write's answer from what the statement that made them returned.
-fn answer_all(requests: &[Request], sent: Result<Vec<Row>, Failure>) -> Vec<Result<Written, StoreError>> {
+fn answer_all(requests: &[Request], sent: Result<Vec<Row>, Failure>) -> Vec<Result<Outcome, StoreError>> {
     match sent {
         Ok(rows) if rows.len() == requests.len() => {
             requests.iter().zip(rows).map(|(r, row)| interpret(r, row)).collect()
@@ -244,7 +245,7 @@ async fn statement(conn: &mut sqlx::PgConnection, requests: &[Request]) -> Resul
     .await
 }
 
-fn interpret(request: &Request, r: Row) -> Result<Written, StoreError> {
+fn interpret(request: &Request, r: Row) -> Result<Outcome, StoreError> {
     let def = &request.def;
     let current = typed(def, r.current_value)?.unwrap_or_else(|| def.default.clone());
     let written = (r.value_id, r.value_seq, r.effective_at, r.created_at, r.audit_id, r.audit_seq);
@@ -252,6 +253,17 @@ fn interpret(request: &Request, r: Row) -> Result<Written, StoreError> {
         ("effective_at_in_past", _) => Err(StoreError::EffectiveAtInPast { now: r.db_now }),
         ("stale_old_value", _) => Err(StoreError::StaleOldValue { current }),
         ("not_overridden", _) => Err(StoreError::NotOverridden),
+        ("unchanged", (Some(value_id), Some(value_seq), Some(effective_at), _, None, None)) => {
+            Ok(Outcome::Unchanged(Unchanged {
+                key: def.key.to_string(),
+                level: request.level.to_string(),
+                scope_id: request.scope_id.clone(),
+                value: request.value.clone().unwrap_or(serde_json::Value::Null),
+                value_id,
+                value_seq,
+                effective_at,
+            }))
+        }
         ("written", (Some(id), Some(seq), Some(effective_at), Some(created_at), Some(audit_id), Some(audit_seq))) => {
             metrics::counter!("policy_values_audit_rows_total").increment(1);
             metrics::counter!("policy_values_notifications_total").increment(1);
@@ -268,7 +280,7 @@ fn interpret(request: &Request, r: Row) -> Result<Written, StoreError> {
                 reason: request.reason.clone(),
                 created_at,
             };
-            Ok(Written { value, old_value: Some(current.to_json()), audit_id, audit_seq })
+            Ok(Outcome::Written(Written { value, old_value: Some(current.to_json()), audit_id, audit_seq }))
         }
         (other, _) => Err(StoreError::Corrupt(format!("policy_values_write_batch answered {other:?}"))),
     }
