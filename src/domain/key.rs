@@ -187,6 +187,9 @@ pub struct KeyDef {
     /// Whether a client that knows only the catalog defaults (no database,
     /// no snapshot) refuses to answer for this key rather than give the default.
     pub fail_closed: bool,
+    /// How many admins other than the author must approve a change to this
+    /// key before it applies (see docs/governance.md); 0: writes apply at once.
+    pub approvals_required: u16,
 }
 
 impl KeyDef {
@@ -235,6 +238,10 @@ pub struct KeyColumns {
     /// Refuse reads rather than serve the default when nothing is known.
     #[serde(default)]
     pub fail_closed: bool,
+    /// Approvals a change needs; 0 (and absent, in definitions and snapshot
+    /// files written before it existed): none.
+    #[serde(default)]
+    pub approvals_required: i16,
 }
 
 impl KeyColumns {
@@ -255,6 +262,8 @@ impl KeyColumns {
             description: self.description,
             unit: self.unit,
             fail_closed: self.fail_closed,
+            approvals_required: u16::try_from(self.approvals_required)
+                .map_err(|_| invalid("approvals_required is negative"))?,
         })
     }
 
@@ -271,6 +280,7 @@ impl KeyColumns {
             description: def.description.clone(),
             unit: def.unit.clone(),
             fail_closed: def.fail_closed,
+            approvals_required: i16::try_from(def.approvals_required).unwrap_or(i16::MAX),
         }
     }
 }
@@ -289,6 +299,7 @@ mod tests {
             description: "days".into(),
             unit: "days".into(),
             fail_closed: true,
+            approvals_required: 2,
         };
         let columns = KeyColumns::from_def(&def);
         let json = serde_json::to_value(&columns).unwrap();
@@ -298,6 +309,15 @@ mod tests {
         let mut bad = columns.clone();
         bad.min_value = None;
         assert!(bad.into_def().unwrap_err().contains("bounds"));
+    }
+
+    #[test]
+    fn a_definition_written_before_approvals_existed_needs_none() {
+        let old = serde_json::json!({"key": "a.b", "value_type": "bool", "default_value": true,
+                                     "min_value": null, "max_value": null, "enum_values": null,
+                                     "description": "x", "unit": "", "fail_closed": false});
+        let columns: KeyColumns = serde_json::from_value(old).unwrap();
+        assert_eq!(columns.into_def().unwrap().approvals_required, 0);
     }
 
     #[test]

@@ -21,8 +21,15 @@ use utoipa::{Modify, OpenApi};
         super::audit::verify,
         super::audit::head,
         super::audit::history,
+        super::preview::preview,
+        super::change_requests::list,
+        super::change_requests::show,
+        super::change_requests::approve,
+        super::change_requests::reject,
+        super::change_requests::withdraw,
     ),
-    components(schemas(super::error::ErrorBody, super::admin::WriteBody, super::admin::CancelBody)),
+    components(schemas(super::error::ErrorBody, super::admin::WriteBody, super::admin::CancelBody,
+                        super::change_requests::DecisionBody)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -23,7 +23,8 @@ fn into_def(row: KeyColumns) -> Result<KeyDef, StoreError> {
 pub async fn get(executor: impl PgExecutor<'_>, key: &str) -> Result<Option<KeyDef>, StoreError> {
     let row = sqlx::query_as!(
         KeyColumns,
-        "select key, value_type, default_value, min_value, max_value, enum_values, description, unit, fail_closed
+        "select key, value_type, default_value, min_value, max_value, enum_values, description, unit, fail_closed,
+                approvals_required
          from policy_keys where key = $1",
         key
     )
@@ -36,7 +37,8 @@ pub async fn get(executor: impl PgExecutor<'_>, key: &str) -> Result<Option<KeyD
 pub async fn list(executor: impl PgExecutor<'_>) -> Result<Vec<KeyDef>, StoreError> {
     let rows = sqlx::query_as!(
         KeyColumns,
-        "select key, value_type, default_value, min_value, max_value, enum_values, description, unit, fail_closed
+        "select key, value_type, default_value, min_value, max_value, enum_values, description, unit, fail_closed,
+                approvals_required
          from policy_keys order by key"
     )
     .fetch_all(executor)
@@ -111,13 +113,15 @@ async fn upsert(
     let (min, max, values) = def.bounds.to_parts();
     sqlx::query!(
         "insert into policy_keys
-             (key, value_type, default_value, min_value, max_value, enum_values, description, unit, fail_closed)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             (key, value_type, default_value, min_value, max_value, enum_values, description, unit, fail_closed,
+              approvals_required)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          on conflict (key) do update set
              value_type = excluded.value_type, default_value = excluded.default_value,
              min_value = excluded.min_value, max_value = excluded.max_value,
              enum_values = excluded.enum_values, description = excluded.description,
-             unit = excluded.unit, fail_closed = excluded.fail_closed, updated_at = now()",
+             unit = excluded.unit, fail_closed = excluded.fail_closed,
+             approvals_required = excluded.approvals_required, updated_at = now()",
         def.key.as_str(),
         def.value_type.as_str(),
         def.default.to_json(),
@@ -127,6 +131,7 @@ async fn upsert(
         def.description,
         def.unit,
         def.fail_closed,
+        i16::try_from(def.approvals_required).unwrap_or(i16::MAX),
     )
     .execute(&mut *conn)
     .await?;
