@@ -329,6 +329,14 @@ async fn limited_tokens_write_approve_and_preview_only_their_keys_and_levels(poo
     assert_eq!(app.post(PREVIEW, &billing, &deposit(json!({}))).await.code(), "out_of_scope");
     assert_eq!(app.post(PREVIEW, &refunds, &refund(json!({"plan": "pro"}))).await.code(), "out_of_scope");
     assert_eq!(app.post(PREVIEW, &refunds, &refund(json!({"user_id": "u9"}))).await.status, StatusCode::OK);
+    // Cancelling a scheduled change: the same limits.
+    let mut later = refund(json!({"org_id": "acme"}));
+    later["effective_at"] = json!("2099-01-01T00:00:00Z");
+    let scheduled = app.write(later).await;
+    let path = format!("/api/v1/admin/policy-values/{}/cancel", scheduled.json["value"]["id"].as_str().unwrap());
+    let cancel = app.post(&path, &refunds, &json!({"reason": "no"})).await;
+    assert_eq!((cancel.status, cancel.code()), (StatusCode::FORBIDDEN, "out_of_scope"));
+    assert_eq!(app.post(&path, &app.admin, &json!({"reason": "no"})).await.status, StatusCode::OK);
     // Unlimited tokens behave as before.
     assert_eq!(app.write(refund(json!({"org_id": "acme"}))).await.status, StatusCode::CREATED);
 }

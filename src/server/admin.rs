@@ -166,6 +166,11 @@ pub async fn cancel(
     state.writes.take(principal.token_id).map_err(ApiError::rate_limited)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no such value row"))?;
     let reason = parse_reason(body.reason.as_deref())?;
+    if principal.key_patterns.is_some() || principal.levels.is_some() {
+        if let Some((key, level)) = crate::store::change_requests::value_row_scope(&state.pool, id).await? {
+            super::change_requests::check_scope(&principal, &key, &level)?;
+        }
+    }
     // Detached: its transaction runs to completion if the caller hangs up.
     let (pool, name, rid) = (state.pool.clone(), principal.name.clone(), request_id(&headers).map(str::to_string));
     let written = crate::store::pool::detached(async move {

@@ -338,6 +338,13 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<ChangeRequest>, 
     with_approvals(&mut conn, rows).await
 }
 
+/// The key and level of value row `id`, for a token limited to keys and
+/// levels that cancels it; `None` if there is no such row.
+pub async fn value_row_scope(pool: &PgPool, id: Uuid) -> Result<Option<(String, String)>, StoreError> {
+    let row = sqlx::query!("select key, level from policy_values where id = $1", id).fetch_optional(pool).await?;
+    Ok(row.map(|r| (r.key, r.level)))
+}
+
 /// The reason recorded for an expiry.
 const EXPIRED: &str = "no decision within the change request's time to live";
 
