@@ -66,8 +66,8 @@ impl Principal {
     /// Whether the token may write, preview or decide a change to `key` at
     /// `level` (`global`, `plan`, `org`, `project`, `user`).
     pub fn may_touch(&self, key: &str, level: &str) -> bool {
-        let key_ok = self.key_patterns.as_ref().is_none_or(|ps| ps.iter().any(|p| pattern_matches(p, key)));
-        let level_ok = self.levels.as_ref().is_none_or(|ls| ls.iter().any(|l| l == level));
+        let key_ok = self.key_patterns.as_ref().map_or(true, |ps| ps.iter().any(|p| pattern_matches(p, key)));
+        let level_ok = self.levels.as_ref().map_or(true, |ls| ls.iter().any(|l| l == level));
         key_ok && level_ok
     }
 }
