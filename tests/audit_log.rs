@@ -13,7 +13,7 @@ use sqlx::PgPool;
 #[sqlx::test]
 async fn the_database_refuses_update_delete_and_truncate_of_audit_rows(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let body = json!({"key": "maas.enabled", "scope": {}, "value": true, "reason": "pilot", "old_value": false});
+    let body = json!({"key": "notification.low_balance_enabled", "scope": {}, "value": false, "reason": "pilot", "old_value": true});
     assert_eq!(app.write(body).await.status, reqwest::StatusCode::CREATED);
     let before = app.counts().await;
     let keys = common::catalog_len() as i64;

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 const WRITE: &str = "/api/v1/admin/policy-values";
 
 fn write_body() -> serde_json::Value {
-    json!({"key": "maas.enabled", "scope": {}, "value": true, "reason": "pilot", "old_value": false})
+    json!({"key": "notification.low_balance_enabled", "scope": {}, "value": false, "reason": "pilot", "old_value": true})
 }
 
 #[sqlx::test]

@@ -139,6 +139,7 @@ async fn a_subscriber_too_slow_to_keep_up_is_cut_off_and_resumes_by_id(pool: PgP
             description: description.clone(),
             unit: String::new(),
             fail_closed: false,
+            approvals_required: 0,
         })
         .collect();
     keys::sync(&app.pool, &Catalog { keys }, "test", "bulk").await.unwrap();

@@ -20,7 +20,7 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 #[sqlx::test]
 async fn metrics_count_requests_writes_audit_rows_notifications_and_the_replica(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let body = json!({"key": "maas.enabled", "scope": {}, "value": true, "reason": "pilot", "old_value": false});
+    let body = json!({"key": "notification.low_balance_enabled", "scope": {}, "value": false, "reason": "pilot", "old_value": true});
     assert_eq!(app.write(body.clone()).await.status, StatusCode::CREATED);
     assert_eq!(app.write(body).await.code(), "stale_old_value");
     app.get("/api/v1/policy-keys", &app.reader).await;

@@ -97,6 +97,7 @@ async fn check(
         description: "property test".into(),
         unit: String::new(),
         fail_closed: false,
+        approvals_required: 0,
     };
     keys::sync(pool, &Catalog { keys: vec![def.clone()] }, "test", "property test").await.unwrap();
     let base = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();

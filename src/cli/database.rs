@@ -24,6 +24,7 @@ pub(super) async fn run(url: &str, command: Command) -> CliResult {
             request_timeout,
             auth_grace,
             snapshot,
+            change_request_ttl_hours,
             catalog,
         } => {
             let config = server::ServerConfig {
@@ -32,6 +33,7 @@ pub(super) async fn run(url: &str, command: Command) -> CliResult {
                 auth_grace: std::time::Duration::from_secs(auth_grace),
                 snapshot_path: snapshot,
                 feed: server::feed::FeedConfig::default(),
+                change_request_ttl: std::time::Duration::from_secs(change_request_ttl_hours.saturating_mul(3600)),
             };
             serve(url, &addr, skip_migrate, &config, &catalog).await?;
         }
@@ -143,13 +145,23 @@ fn connect_failure(err: &sqlx::Error) -> String {
 /// `token create`, `token list` and `token revoke`.
 async fn token(url: &str, command: TokenCommand) -> CliResult {
     match command {
-        TokenCommand::Create { role, name, expires_in_days } => {
+        TokenCommand::Create { role, name, expires_in_days, keys, levels } => {
             let role = Role::parse(&role).ok_or("role must be admin, auditor or reader")?;
             let pool = connect(url, 2).await?;
             let token = server::auth::generate_token()?;
             let expires_at =
                 expires_in_days.map(|d| time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(d)));
-            let id = tokens::insert(&pool, &name, role, &token, expires_at).await?;
+            if let Some(bad) = keys.iter().find(|p| !tokens::valid_pattern(p)) {
+                return Err(format!("--keys {bad:?}: a key name in which * stands for any characters").into());
+            }
+            let levels: Vec<String> = levels.iter().flat_map(|l| l.split(',')).map(|l| l.trim().to_string()).collect();
+            if let Some(bad) = levels.iter().find(|l| crate::domain::Level::parse(l).is_none()) {
+                return Err(format!("--levels {bad:?}: one of global, plan, org, project, user").into());
+            }
+            let limit = |v: &[String]| (!v.is_empty()).then(|| v.to_vec());
+            let (keys, levels) = (limit(&keys), limit(&levels));
+            let id = tokens::insert_limited(&pool, &name, role, &token, expires_at, keys.as_deref(), levels.as_deref())
+                .await?;
             println!("created {} token {name:?} (id {id}); it is shown once:", role.as_str());
             println!("{token}");
         }
@@ -162,7 +174,15 @@ async fn token(url: &str, command: TokenCommand) -> CliResult {
                     (None, Some(at)) => format!("expires {at}"),
                     (None, None) => "active".to_string(),
                 };
-                println!("{}  {:<8} {:<24} {}...  {state}", t.id, t.role, t.name, t.prefix);
+                let limits = match (&t.key_patterns, &t.levels) {
+                    (None, None) => String::new(),
+                    (keys, levels) => format!(
+                        "  keys {} levels {}",
+                        keys.as_ref().map_or("*".to_string(), |k| k.join(",")),
+                        levels.as_ref().map_or("*".to_string(), |l| l.join(","))
+                    ),
+                };
+                println!("{}  {:<8} {:<24} {}...  {state}{limits}", t.id, t.role, t.name, t.prefix);
             }
         }
         TokenCommand::Revoke { id_or_name } => {

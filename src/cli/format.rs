@@ -120,6 +120,72 @@ pub fn written(json: &Value) -> String {
     )
 }
 
+/// A change request: its id and state first (what a script needs).
+pub fn change_request(json: &Value) -> String {
+    let approvers: Vec<String> = items(json, "approvals").iter().map(|a| cell(&a["approver"])).collect();
+    format!(
+        "change request {} {}: {} at {}: {} -> {} (by {}, approvals {}/{}{})\n",
+        cell(&json["id"]),
+        cell(&json["state"]),
+        cell(&json["key"]),
+        scope_text(&json["level"], &json["scope_id"]),
+        cell(&json["old_value"]),
+        cell(&json["value"]),
+        cell(&json["author"]),
+        approvers.len(),
+        cell(&json["approvals_required"]),
+        if approvers.is_empty() { String::new() } else { format!(": {}", approvers.join(", ")) },
+    )
+}
+
+pub fn change_requests(json: &Value) -> String {
+    let rows = items(json, "change_requests")
+        .iter()
+        .map(|r| {
+            let approvals = format!("{}/{}", items(r, "approvals").len(), cell(&r["approvals_required"]));
+            vec![
+                cell(&r["id"]),
+                cell(&r["state"]),
+                cell(&r["key"]),
+                scope_text(&r["level"], &r["scope_id"]),
+                cell(&r["value"]),
+                cell(&r["author"]),
+                approvals,
+                cell(&r["created_at"]),
+            ]
+        })
+        .collect();
+    table(&["ID", "STATE", "KEY", "SCOPE", "VALUE", "AUTHOR", "APPROVALS", "CREATED"], rows)
+}
+
+/// A preview: what the write would do, and what shadows it.
+pub fn preview(json: &Value) -> String {
+    let shadow = &json["shadowed_by"];
+    let mut out = format!(
+        "dry run: {} at {}: {} -> {} would be {}{}; nothing written\n",
+        cell(&json["key"]),
+        cell(&json["scope"]),
+        cell(&json["before"]),
+        cell(&json["after"]),
+        if json["outcome"] == "change_request" { "a change request" } else { "written" },
+        if json["outcome"] == "change_request" {
+            format!(" needing {} approval(s)", cell(&json["approvals_required"]))
+        } else {
+            String::new()
+        },
+    );
+    out.push_str(&format!("shadowed by {} override(s) at more specific levels", cell(&shadow["total"])));
+    if let Some(levels) = shadow["by_level"].as_object().filter(|l| !l.is_empty()) {
+        let counts: Vec<String> = levels.iter().map(|(l, n)| format!("{l} {n}")).collect();
+        out.push_str(&format!(" ({})", counts.join(", ")));
+    }
+    out.push('\n');
+    for s in items(shadow, "first") {
+        out.push_str(&format!("  {} keeps {}\n", scope_text(&s["level"], &s["scope_id"]), cell(&s["value"])));
+    }
+    out
+}
+
 pub fn history(json: &Value) -> String {
     let rows = items(json, "changes")
         .iter()

@@ -53,6 +53,10 @@ pub enum Command {
         /// when the database is away at start.
         #[arg(long, env = "POLICY_VALUES_SNAPSHOT")]
         snapshot: Option<PathBuf>,
+        /// Hours a pending change request waits for its approvals before
+        /// it expires.
+        #[arg(long, env = "POLICY_VALUES_CHANGE_REQUEST_TTL_HOURS", default_value_t = 168)]
+        change_request_ttl_hours: u64,
         #[command(flatten)]
         catalog: CatalogArg,
     },
@@ -122,6 +126,13 @@ pub enum TokenCommand {
         /// Days until the token expires (default: never).
         #[arg(long)]
         expires_in_days: Option<u32>,
+        /// Limit the token to keys matching this pattern (`billing.*`);
+        /// repeat for more. Default: every key.
+        #[arg(long)]
+        keys: Vec<String>,
+        /// Limit the token to these levels (`org,user`); default: every level.
+        #[arg(long)]
+        levels: Vec<String>,
     },
     /// List tokens (names, roles, prefixes, expiry; never secrets).
     List,

@@ -95,12 +95,67 @@ pub enum RemoteCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Change requests for keys that need approval: list, show, approve,
+    /// reject, withdraw.
+    Requests {
+        #[command(subcommand)]
+        command: RequestsCommand,
+    },
     /// Every change of a key at one scope (none: global).
     History {
         /// The policy key.
         key: String,
         #[command(flatten)]
         scope: ScopeFlags,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestsCommand {
+    /// List change requests, newest first.
+    List {
+        /// Only requests in this state (pending, applied, scheduled,
+        /// rejected, withdrawn, conflicted, expired).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only requests for this key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Only requests by this author (a token's name).
+        #[arg(long)]
+        author: Option<String>,
+        /// How many (1 to 200).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one change request with its approvals.
+    Show {
+        /// The request's id.
+        id: String,
+    },
+    /// Approve a change request (not your own); the last approval needed applies it.
+    Approve {
+        /// The request's id (`requests list` shows them).
+        id: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reject a change request.
+    Reject {
+        /// The request's id (`requests list` shows them).
+        id: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Withdraw your own change request.
+    Withdraw {
+        /// The request's id (`requests list` shows them).
+        id: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -118,6 +173,10 @@ pub struct ChangeFlags {
     /// and sent, so a concurrent change still fails with 409.
     #[arg(long, allow_negative_numbers = true)]
     pub old_value: Option<String>,
+    /// Run every check and show what would change (and which overrides
+    /// shadow it), writing nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +234,7 @@ pub async fn run(conn: Connection, command: RemoteCommand) -> CliResult {
                 client.post(&format!("/api/v1/admin/policy-values/{id}/cancel"), &json!({ "reason": reason })).await?;
             client.print(&done, format::written);
         }
+        RemoteCommand::Requests { command } => requests(&client, command).await?,
         RemoteCommand::History { key, scope } => {
             let mut query = vec![("key", key.as_str())];
             query.extend(scope.pairs());
@@ -202,8 +262,50 @@ async fn write(client: &Client, key: &str, value: Option<&str>, change: ChangeFl
     if let Some(at) = change.effective_at {
         body["effective_at"] = json!(at);
     }
+    if change.dry_run {
+        let preview = client.post("/api/v1/admin/policy-values/preview", &body).await?;
+        client.print(&preview, format::preview);
+        return Ok(());
+    }
     let done = client.post("/api/v1/admin/policy-values", &body).await?;
-    client.print(&done, format::written);
+    // A key that needs approval answers with a change request.
+    if done.get("state").is_some() {
+        client.print(&done, format::change_request);
+    } else {
+        client.print(&done, format::written);
+    }
+    Ok(())
+}
+
+/// `requests list|show|approve|reject|withdraw`.
+async fn requests(client: &Client, command: RequestsCommand) -> CliResult {
+    const BASE: &str = "/api/v1/admin/change-requests";
+    let decide = |id: &str, verb: &str| format!("{BASE}/{id}/{verb}");
+    let done = match command {
+        RequestsCommand::List { state, key, author, limit } => {
+            let limit = limit.to_string();
+            let mut query = vec![("limit", limit.as_str())];
+            for (name, v) in [("state", &state), ("key", &key), ("author", &author)] {
+                if let Some(v) = v {
+                    query.push((name, v.as_str()));
+                }
+            }
+            let page = client.get(BASE, &query).await?;
+            client.print(&page, format::change_requests);
+            return Ok(());
+        }
+        RequestsCommand::Show { id } => client.get(&format!("{BASE}/{id}"), &[]).await?,
+        RequestsCommand::Approve { id, reason } => {
+            client.post(&decide(&id, "approve"), &json!({ "reason": reason })).await?
+        }
+        RequestsCommand::Reject { id, reason } => {
+            client.post(&decide(&id, "reject"), &json!({ "reason": reason })).await?
+        }
+        RequestsCommand::Withdraw { id, reason } => {
+            client.post(&decide(&id, "withdraw"), &json!({ "reason": reason })).await?
+        }
+    };
+    client.print(&done, format::change_request);
     Ok(())
 }
 

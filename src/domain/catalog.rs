@@ -76,7 +76,15 @@ struct RawKey {
     fail_closed: bool,
     max_items: Option<i32>,
     pattern: Option<String>,
+    /// Changes need approval by other admins (docs/governance.md).
+    #[serde(default)]
+    requires_approval: bool,
+    /// How many distinct approvals; only with `requires_approval`; default 1.
+    approvals: Option<u16>,
 }
+
+/// The most approvals a key may need.
+pub const MAX_APPROVALS: u16 = 10;
 
 impl Catalog {
     /// The catalog built into this library (`seed/catalog.toml` at build time).
@@ -128,6 +136,13 @@ impl RawKey {
             invalid(name, need)
         })?;
         let default = Value::from_json(&self.default, self.value_type).map_err(|e| invalid(name, e.to_string()))?;
+        let approvals_required = match (self.requires_approval, self.approvals) {
+            (false, None) => 0,
+            (false, Some(_)) => return Err(invalid(name, "approvals needs requires_approval = true")),
+            (true, None) => 1,
+            (true, Some(n)) if (1..=MAX_APPROVALS).contains(&n) => n,
+            (true, Some(_)) => return Err(invalid(name, format!("approvals must be 1 to {MAX_APPROVALS}"))),
+        };
         let def = KeyDef {
             key,
             value_type: self.value_type,
@@ -136,6 +151,7 @@ impl RawKey {
             description: self.description,
             unit: self.unit,
             fail_closed: self.fail_closed,
+            approvals_required,
         };
         def.check(&def.default).map_err(|e| invalid(name, format!("default: {e}")))?;
         Ok(def)
@@ -180,6 +196,37 @@ mod tests {
             .map(|k| k.key.as_str())
             .collect();
         assert_eq!(allowed, ["agent.file_read.allowed", "agent.shell_exec.allowed"]);
+    }
+
+    #[test]
+    fn the_money_security_and_infrastructure_keys_need_one_approval_and_the_rest_none() {
+        let catalog = Catalog::builtin().unwrap();
+        let sensitive: Vec<&str> =
+            catalog.keys.iter().filter(|k| k.approvals_required > 0).map(|k| k.key.as_str()).collect();
+        assert_eq!(
+            sensitive,
+            [
+                "billing.minimum_deposit_minor",
+                "billing.maximum_deposit_minor",
+                "auth.service_account_token_ttl_seconds",
+                "maas.enabled"
+            ]
+        );
+        assert!(catalog.keys.iter().all(|k| k.approvals_required <= 1));
+    }
+
+    #[test]
+    fn approvals_default_to_one_and_need_requires_approval() {
+        let key = |extra: &str| {
+            format!("[[key]]\nkey = \"a.b\"\ntype = \"bool\"\ndefault = true\ndescription = \"x\"\n{extra}")
+        };
+        let approvals = |extra: &str| Catalog::parse(&key(extra)).map(|c| c.keys[0].approvals_required);
+        assert_eq!(approvals("").unwrap(), 0);
+        assert_eq!(approvals("requires_approval = true").unwrap(), 1);
+        assert_eq!(approvals("requires_approval = true\napprovals = 2").unwrap(), 2);
+        assert!(approvals("approvals = 2").unwrap_err().to_string().contains("requires_approval"));
+        assert!(approvals("requires_approval = true\napprovals = 0").is_err());
+        assert!(approvals("requires_approval = true\napprovals = 11").is_err());
     }
 
     #[test]

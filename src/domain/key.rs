@@ -351,6 +351,9 @@ pub struct KeyDef {
     /// Whether a client that knows only the catalog defaults (no database,
     /// no snapshot) refuses to answer for this key rather than give the default.
     pub fail_closed: bool,
+    /// How many admins other than the author must approve a change to this
+    /// key before it applies (see docs/governance.md); 0: writes apply at once.
+    pub approvals_required: u16,
 }
 
 impl KeyDef {
@@ -406,6 +409,10 @@ pub struct KeyColumns {
     /// A list key's item pattern, when its items rule is a pattern.
     #[serde(default)]
     pub item_pattern: Option<String>,
+    /// Approvals a change needs; 0 (and absent, in definitions and snapshot
+    /// files written before it existed): none.
+    #[serde(default)]
+    pub approvals_required: i16,
 }
 
 impl KeyColumns {
@@ -427,6 +434,8 @@ impl KeyColumns {
             description: self.description,
             unit: self.unit,
             fail_closed: self.fail_closed,
+            approvals_required: u16::try_from(self.approvals_required)
+                .map_err(|_| invalid("approvals_required is negative"))?,
         })
     }
 
@@ -446,6 +455,7 @@ impl KeyColumns {
             fail_closed: def.fail_closed,
             max_items,
             item_pattern,
+            approvals_required: i16::try_from(def.approvals_required).unwrap_or(i16::MAX),
         }
     }
 }
@@ -464,6 +474,7 @@ mod tests {
             description: "days".into(),
             unit: "days".into(),
             fail_closed: true,
+            approvals_required: 2,
         };
         let columns = KeyColumns::from_def(&def);
         let json = serde_json::to_value(&columns).unwrap();
@@ -473,6 +484,15 @@ mod tests {
         let mut bad = columns.clone();
         bad.min_value = None;
         assert!(bad.into_def().unwrap_err().contains("bounds"));
+    }
+
+    #[test]
+    fn a_definition_written_before_approvals_existed_needs_none() {
+        let old = serde_json::json!({"key": "a.b", "value_type": "bool", "default_value": true,
+                                     "min_value": null, "max_value": null, "enum_values": null,
+                                     "description": "x", "unit": "", "fail_closed": false});
+        let columns: KeyColumns = serde_json::from_value(old).unwrap();
+        assert_eq!(columns.into_def().unwrap().approvals_required, 0);
     }
 
     #[test]
@@ -536,6 +556,7 @@ mod tests {
             description: "commands".into(),
             unit: String::new(),
             fail_closed: false,
+            approvals_required: 0,
         };
         let json = serde_json::to_value(KeyColumns::from_def(&def)).unwrap();
         assert_eq!(json["max_items"], serde_json::json!(8));

@@ -239,6 +239,7 @@ mod tests {
             description: String::new(),
             unit: String::new(),
             fail_closed: false,
+            approvals_required: 0,
         }
     }
 

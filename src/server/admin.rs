@@ -65,8 +65,13 @@ pub fn parse_reason(reason: Option<&str>) -> Result<String, ApiError> {
 }
 
 impl WriteBody {
+    /// The key as sent.
+    pub(super) fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
     /// Validates everything that can be checked without the current state.
-    fn into_change(self, def: &KeyDef) -> Result<Change, ApiError> {
+    pub(super) fn into_change(self, def: &KeyDef) -> Result<Change, ApiError> {
         let scope = WriteScope::from_json(self.scope.as_ref().ok_or_else(|| {
             ApiError::unprocessable(
                 "invalid_scope",
@@ -92,7 +97,7 @@ impl WriteBody {
 /// read through this server sees the write. The write is committed either
 /// way (the writer answers only after its COMMIT): a slow replica delays
 /// the answer, never changes it, and is counted.
-async fn visible(state: &AppState, seq: i64) {
+pub(super) async fn visible(state: &AppState, seq: i64) {
     if !state.replica.wait_for(seq, std::time::Duration::from_secs(2)).await {
         metrics::counter!("policy_values_write_visibility_slow_total").increment(1);
         tracing::warn!(seq, "the replica did not apply a committed write within 2 s");
@@ -127,6 +132,10 @@ pub async fn write(
     };
     tracing::Span::current().record("key", def.key.as_str());
     let change = body.into_change(&def)?;
+    super::change_requests::check_scope(&principal, def.key.as_str(), change.scope.level().as_str())?;
+    if def.approvals_required > 0 {
+        return super::change_requests::propose(&state, &principal, def, change, &headers).await;
+    }
     let actor = Actor { principal: &principal.name, request_id: request_id(&headers) };
     match state.writer.write(Request::new(def, &change, actor)).await? {
         Outcome::Written(written) => {
@@ -165,6 +174,11 @@ pub async fn cancel(
     state.writes.take(principal.token_id).map_err(ApiError::rate_limited)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no such value row"))?;
     let reason = parse_reason(body.reason.as_deref())?;
+    if principal.key_patterns.is_some() || principal.levels.is_some() {
+        if let Some((key, level)) = crate::store::change_requests::value_row_scope(&state.pool, id).await? {
+            super::change_requests::check_scope(&principal, &key, &level)?;
+        }
+    }
     // Detached: its transaction runs to completion if the caller hangs up.
     let (pool, name, rid) = (state.pool.clone(), principal.name.clone(), request_id(&headers).map(str::to_string));
     let written = crate::store::pool::detached(async move {

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod bundle;
+pub mod change_requests;
 pub mod changes;
 pub mod error;
 pub mod extract;
@@ -13,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod openapi_strict;
+pub mod preview;
 pub mod read;
 pub mod refusals;
 pub mod schemas;
@@ -54,6 +56,8 @@ pub struct Shared {
     pub bootstrap: bootstrap::BootstrapCache,
     /// Snapshot documents, serialized once per scope and position.
     pub snapshots: snapshot_cache::SnapshotCache,
+    /// How long a change request waits for its approvals.
+    pub change_request_ttl: std::time::Duration,
 }
 
 impl std::ops::Deref for AppState {
@@ -77,6 +81,8 @@ pub struct ServerConfig {
     /// database is away.
     pub snapshot_path: Option<std::path::PathBuf>,
     pub feed: feed::FeedConfig,
+    /// How long a pending change request waits before it expires.
+    pub change_request_ttl: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +93,7 @@ impl Default for ServerConfig {
             auth_grace: std::time::Duration::from_secs(300),
             snapshot_path: None,
             feed: feed::FeedConfig::default(),
+            change_request_ttl: change_requests::DEFAULT_TTL,
         }
     }
 }
@@ -120,6 +127,7 @@ impl AppState {
         });
         let tokens = std::sync::Arc::new(token_cache::TokenCache::new(config.auth_grace, token_file));
         tokens.spawn_listener(pool.clone()).await;
+        tokio::spawn(expire_change_requests(pool.clone()));
         Ok(AppState(std::sync::Arc::new(Shared {
             writer: crate::store::writer::Writer::spawn(pool.clone()),
             pool,
@@ -130,6 +138,7 @@ impl AppState {
             feed,
             bootstrap: bootstrap::BootstrapCache::default(),
             snapshots: snapshot_cache::SnapshotCache::default(),
+            change_request_ttl: config.change_request_ttl,
         })))
     }
 }
@@ -145,6 +154,18 @@ async fn backfill(pool: &PgPool, feed: &feed::Feed) {
     match crate::client::load::after(pool, from, feed.capacity() as i64).await {
         Ok(changes) => feed.backfill(&changes, from),
         Err(e) => tracing::warn!(error = %e, "could not backfill the change feed"),
+    }
+}
+
+/// Records the expiry of pending change requests past their time, once a
+/// minute, until the pool is closed (reads of requests also do it first).
+async fn expire_change_requests(pool: PgPool) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    while !pool.is_closed() {
+        every.tick().await;
+        if let Err(e) = crate::store::change_requests::expire_due(&pool).await {
+            tracing::debug!(error = %e, "could not expire change requests");
+        }
     }
 }
 
@@ -181,11 +202,19 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/api/v1/admin/policy-values/history", get(audit::history))
         .route("/api/v1/admin/audit-logs", get(audit::audit_logs))
         .route("/api/v1/admin/audit-logs/verify", get(audit::verify))
-        .route("/api/v1/admin/audit-logs/head", get(audit::head));
+        .route("/api/v1/admin/audit-logs/head", get(audit::head))
+        .route("/api/v1/admin/change-requests", get(change_requests::list))
+        .route("/api/v1/admin/change-requests/{id}", get(change_requests::show));
     let admin = Router::new()
         .route("/api/v1/admin/policy-values", post(admin::write))
-        .route("/api/v1/admin/policy-values/{id}/cancel", post(admin::cancel));
+        .route("/api/v1/admin/policy-values/{id}/cancel", post(admin::cancel))
+        .route("/api/v1/admin/change-requests/{id}/approve", post(change_requests::approve))
+        .route("/api/v1/admin/change-requests/{id}/reject", post(change_requests::reject))
+        .route("/api/v1/admin/change-requests/{id}/withdraw", post(change_requests::withdraw));
+    // Outside the audit of refused attempts: a preview audits nothing.
+    let preview = Router::new().route("/api/v1/admin/policy-values/preview", post(preview::preview));
     Router::new()
+        .merge(guarded(preview, Role::Admin))
         .merge(guarded(reader, Role::Reader))
         .merge(guarded(auditor, Role::Auditor))
         .merge(

@@ -30,6 +30,12 @@ use super::{schemas, AppState};
         super::audit::verify,
         super::audit::head,
         super::audit::history,
+        super::preview::preview,
+        super::change_requests::list,
+        super::change_requests::show,
+        super::change_requests::approve,
+        super::change_requests::reject,
+        super::change_requests::withdraw,
     ),
     components(schemas(
         super::error::ErrorBody, super::admin::WriteBody, super::admin::CancelBody,
@@ -38,6 +44,7 @@ use super::{schemas, AppState};
         schemas::Snapshot, schemas::SnapshotValue, schemas::ValueRow, schemas::Written, schemas::Unchanged,
         schemas::Override, schemas::Overrides, schemas::HistoryItem, schemas::History,
         schemas::AuditRecord, schemas::AuditPage, schemas::ChainHead, schemas::Verification, schemas::Image,
+        super::change_requests::DecisionBody,
     )),
     modifiers(&BearerAuth, &ErrorResponses),
     security(("bearer" = []))

@@ -21,7 +21,13 @@ const ANONYMOUS: &str = "anonymous";
 
 pub async fn audit_refusals(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let action = if parts.uri.path().ends_with("/cancel") { "policy_value.cancel" } else { "policy_value.write" };
+    let action = if parts.uri.path().ends_with("/cancel") {
+        "policy_value.cancel"
+    } else if parts.uri.path().contains("/change-requests/") {
+        "change_request.decide"
+    } else {
+        "policy_value.write"
+    };
     let request_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     let (bytes, response) = match to_bytes(body, BODY_LIMIT).await {
         Ok(bytes) => {

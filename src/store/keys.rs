@@ -24,7 +24,7 @@ pub async fn get(executor: impl PgExecutor<'_>, key: &str) -> Result<Option<KeyD
     let row = sqlx::query_as!(
         KeyColumns,
         "select key, value_type, default_value, min_value, max_value, enum_values, description, unit, fail_closed,
-                max_items, item_pattern
+                max_items, item_pattern, approvals_required
          from policy_keys where key = $1",
         key
     )
@@ -38,7 +38,7 @@ pub async fn list(executor: impl PgExecutor<'_>) -> Result<Vec<KeyDef>, StoreErr
     let rows = sqlx::query_as!(
         KeyColumns,
         "select key, value_type, default_value, min_value, max_value, enum_values, description, unit, fail_closed,
-                max_items, item_pattern
+                max_items, item_pattern, approvals_required
          from policy_keys order by key"
     )
     .fetch_all(executor)
@@ -115,14 +115,15 @@ async fn upsert(
     sqlx::query!(
         "insert into policy_keys
              (key, value_type, default_value, min_value, max_value, enum_values, description, unit, fail_closed,
-              max_items, item_pattern)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+              max_items, item_pattern, approvals_required)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          on conflict (key) do update set
              value_type = excluded.value_type, default_value = excluded.default_value,
              min_value = excluded.min_value, max_value = excluded.max_value,
              enum_values = excluded.enum_values, description = excluded.description,
              unit = excluded.unit, fail_closed = excluded.fail_closed,
-             max_items = excluded.max_items, item_pattern = excluded.item_pattern, updated_at = now()",
+             max_items = excluded.max_items, item_pattern = excluded.item_pattern,
+             approvals_required = excluded.approvals_required, updated_at = now()",
         def.key.as_str(),
         def.value_type.as_str(),
         def.default.to_json(),
@@ -134,6 +135,7 @@ async fn upsert(
         def.fail_closed,
         max_items,
         item_pattern,
+        i16::try_from(def.approvals_required).unwrap_or(i16::MAX),
     )
     .execute(&mut *conn)
     .await?;

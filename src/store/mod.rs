@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod audit_query;
+pub mod change_requests;
 pub mod keys;
 pub mod pool;
 pub mod resolve;

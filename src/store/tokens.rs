@@ -54,6 +54,72 @@ pub struct Principal {
     pub role: Role,
     #[serde(skip)]
     pub expires_at: Option<OffsetDateTime>,
+    /// Key patterns the token may touch (`billing.*`); `None`: every key.
+    #[serde(default)]
+    pub key_patterns: Option<Vec<String>>,
+    /// Levels the token may write at; `None`: every level.
+    #[serde(default)]
+    pub levels: Option<Vec<String>>,
+}
+
+impl Principal {
+    /// Whether the token may write, preview or decide a change to `key` at
+    /// `level` (`global`, `plan`, `org`, `project`, `user`).
+    pub fn may_touch(&self, key: &str, level: &str) -> bool {
+        let key_ok = self.key_patterns.as_ref().map_or(true, |ps| ps.iter().any(|p| pattern_matches(p, key)));
+        let level_ok = self.levels.as_ref().map_or(true, |ls| ls.iter().any(|l| l == level));
+        key_ok && level_ok
+    }
+}
+
+/// A key pattern: the exact key, or with `*` standing for any run of
+/// characters (`billing.*`, `*.enabled`).
+pub fn pattern_matches(pattern: &str, key: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == key,
+        Some((head, rest)) => {
+            let Some(tail) = key.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len()).filter(|i| tail.is_char_boundary(*i)).any(|i| pattern_matches(rest, &tail[i..]))
+        }
+    }
+}
+
+/// A key pattern as a token may hold it: a key name in which `*` may
+/// stand for any characters.
+pub fn valid_pattern(pattern: &str) -> bool {
+    !pattern.is_empty()
+        && pattern.len() <= 128
+        && pattern.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '.' | '*'))
+}
+
+/// Stores a new token limited to `key_patterns` and `levels` (`None`: no
+/// limit of that kind).
+pub async fn insert_limited(
+    executor: impl PgExecutor<'_>,
+    name: &str,
+    role: Role,
+    token: &str,
+    expires_at: Option<OffsetDateTime>,
+    key_patterns: Option<&[String]>,
+    levels: Option<&[String]>,
+) -> Result<Uuid, StoreError> {
+    let prefix: String = token.chars().take(12).collect();
+    let id = sqlx::query_scalar!(
+        "insert into api_tokens (name, role, token_hash, prefix, expires_at, key_patterns, levels)
+         values ($1, $2, $3, $4, $5, $6, $7) returning id",
+        name,
+        role.as_str(),
+        hash_token(token),
+        prefix,
+        expires_at,
+        key_patterns,
+        levels,
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(id)
 }
 
 /// Compares two hashes in time independent of where they differ.
@@ -92,7 +158,7 @@ pub async fn insert(
 pub async fn authenticate(executor: impl PgExecutor<'_>, token: &str) -> Result<Option<Principal>, StoreError> {
     let presented = hash_token(token);
     let row = sqlx::query!(
-        "select id, name, role, token_hash, expires_at from api_tokens
+        "select id, name, role, token_hash, expires_at, key_patterns, levels from api_tokens
          where token_hash = $1 and revoked_at is null and (expires_at is null or expires_at > now())",
         presented
     )
@@ -101,7 +167,14 @@ pub async fn authenticate(executor: impl PgExecutor<'_>, token: &str) -> Result<
     row.filter(|r| constant_time_eq(&r.token_hash, &presented))
         .map(|r| {
             let role = Role::parse(&r.role).ok_or_else(|| StoreError::Corrupt(format!("token role {:?}", r.role)))?;
-            Ok(Principal { token_id: r.id, name: r.name, role, expires_at: r.expires_at })
+            Ok(Principal {
+                token_id: r.id,
+                name: r.name,
+                role,
+                expires_at: r.expires_at,
+                key_patterns: r.key_patterns,
+                levels: r.levels,
+            })
         })
         .transpose()
 }
@@ -119,12 +192,16 @@ pub struct TokenInfo {
     pub expires_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// The keys and levels the token is limited to; null: no limit.
+    pub key_patterns: Option<Vec<String>>,
+    pub levels: Option<Vec<String>>,
 }
 
 pub async fn list(executor: impl PgExecutor<'_>) -> Result<Vec<TokenInfo>, StoreError> {
     let rows = sqlx::query_as!(
         TokenInfo,
-        "select id, name, role, prefix, created_at, expires_at, revoked_at from api_tokens order by created_at, name"
+        "select id, name, role, prefix, created_at, expires_at, revoked_at, key_patterns, levels
+         from api_tokens order by created_at, name"
     )
     .fetch_all(executor)
     .await?;
@@ -144,4 +221,21 @@ pub async fn revoke(executor: impl PgExecutor<'_>, id_or_name: &str) -> Result<u
     .execute(executor)
     .await?;
     Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_patterns_match_exact_keys_and_star_runs() {
+        assert!(pattern_matches("billing.*", "billing.minimum_deposit_minor"));
+        assert!(!pattern_matches("billing.*", "maas.enabled"));
+        assert!(!pattern_matches("billing.*", "billingx.a"));
+        assert!(pattern_matches("*.enabled", "maas.enabled"));
+        assert!(pattern_matches("maas.enabled", "maas.enabled"));
+        assert!(!pattern_matches("maas.enable", "maas.enabled"));
+        assert!(pattern_matches("*", "a.b"));
+        assert!(valid_pattern("billing.*") && !valid_pattern("") && !valid_pattern("Billing.*"));
+    }
 }

@@ -65,6 +65,30 @@ impl Request {
     }
 }
 
+impl Request {
+    /// Adds `field` to the audit record's metadata (a change request names
+    /// itself and its approvers there).
+    pub fn with_metadata(mut self, field: &str, value: serde_json::Value) -> Request {
+        if let Some(fields) = self.metadata.as_object_mut() {
+            fields.insert(field.to_string(), value);
+        }
+        self
+    }
+}
+
+/// Makes one write inside the caller's transaction, outside the queue: for
+/// a write that must commit or roll back together with other changes (an
+/// approved change request and its state). Refusals (`stale_old_value`,
+/// ...) come back as errors with nothing written; the transaction stays
+/// usable for recording them.
+pub async fn write_in(conn: &mut sqlx::PgConnection, request: &Request) -> Result<Outcome, StoreError> {
+    let mut rows = statement(conn, std::slice::from_ref(request)).await?;
+    match rows.pop() {
+        Some(row) if rows.is_empty() => interpret(request, row),
+        _ => Err(StoreError::Corrupt("policy_values_write_batch did not answer one row for one write".into())),
+    }
+}
+
 struct Queued {
     request: Request,
     reply: oneshot::Sender<Result<Outcome, StoreError>>,

@@ -1,0 +1,256 @@
+//! Change requests (docs/governance.md): an admin's write to a key that
+//! needs approval becomes a request (202); other admins approve or reject
+//! it, its author may withdraw it, and the approval that completes it
+//! applies it through the write path with its `old_value` check.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::admin::parse_reason;
+use super::error::ApiError;
+use super::extract::{JsonBody, QueryParams};
+use super::AppState;
+use crate::domain::KeyDef;
+use crate::store::change_requests::{self as requests, Decider, Decision, Filter, RequestError};
+use crate::store::tokens::Principal;
+use crate::store::values::{Actor, Change};
+
+/// How long a pending request waits for its approvals by default.
+pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// The states a request can be in, for the list filter.
+pub const STATES: [&str; 7] = ["pending", "applied", "scheduled", "rejected", "withdrawn", "conflicted", "expired"];
+
+impl From<RequestError> for ApiError {
+    fn from(err: RequestError) -> ApiError {
+        match err {
+            RequestError::Store(e) => e.into(),
+            RequestError::NotFound => ApiError::not_found("no such change request"),
+            RequestError::NotPending { state } => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_pending",
+                format!("the change request is {state}; only a pending request can be decided"),
+            )
+            .with_details(json!({ "state": state })),
+            RequestError::SelfApproval => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "self_approval",
+                "the author of a change request cannot approve it; another admin must",
+            ),
+            RequestError::AlreadyApproved => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_approved",
+                "you already approved this change request; an approver counts once",
+            ),
+            RequestError::NotAuthor => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_author",
+                "only the author of a change request can withdraw it; reject it instead",
+            ),
+            RequestError::OutOfScope => out_of_scope(),
+            RequestError::Conflicted { request, refusal } => {
+                let code = requests::refusal_code(&refusal);
+                let mut api = ApiError::from(refusal);
+                api.code = code;
+                api.status = StatusCode::CONFLICT;
+                api.message =
+                    format!("the change request conflicts with a newer change and was not applied: {}", api.message);
+                let current = request.current_value.clone();
+                api.with_details(json!({ "current_value": current, "change_request": request }))
+            }
+        }
+    }
+}
+
+/// 403 `out_of_scope`: the token is limited to other keys or levels.
+pub fn out_of_scope() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "out_of_scope",
+        "this token is limited to other keys or levels (see `policy-values token list`)",
+    )
+}
+
+/// Refuses a key and level the principal's token may not touch.
+pub fn check_scope(principal: &Principal, key: &str, level: &str) -> Result<(), ApiError> {
+    if principal.may_touch(key, level) {
+        Ok(())
+    } else {
+        Err(out_of_scope().with_details(json!({ "key": key, "level": level })))
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok())
+}
+
+/// The admin write of a key that needs approval: a pending request, 202.
+pub async fn propose(
+    state: &AppState,
+    principal: &Principal,
+    def: KeyDef,
+    change: Change,
+    headers: &HeaderMap,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let (pool, ttl) = (state.pool.clone(), state.change_request_ttl);
+    let (name, rid) = (principal.name.clone(), request_id(headers).map(str::to_string));
+    // Detached: its transaction runs to completion if the caller hangs up.
+    let request = crate::store::pool::detached(async move {
+        let actor = Actor { principal: &name, request_id: rid.as_deref() };
+        requests::create(&pool, &def, &change, actor, ttl).await
+    })
+    .await?;
+    super::metrics::admin_write("success", "change_request");
+    Ok((StatusCode::ACCEPTED, Json(json!(request))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    state: Option<String>,
+    key: Option<String>,
+    author: Option<String>,
+    /// The `number` of the last request of the previous page.
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// The longest page.
+pub const PAGE_MAX: i64 = 200;
+
+#[tracing::instrument(skip_all)]
+#[utoipa::path(get, path = "/api/v1/admin/change-requests", tag = "governance",
+    params(("state" = Option<String>, Query, description = "pending, applied, scheduled, rejected, withdrawn, conflicted or expired"),
+           ("key" = Option<String>, Query), ("author" = Option<String>, Query),
+           ("before" = Option<i64>, Query, description = "next_before of the previous page"),
+           ("limit" = Option<i64>, Query, description = "1 to 200, default 50")),
+    responses((status = 200, description = "{change_requests: [...], next_before}, newest first", body = Object),
+              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams<ListParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(s) = params.state.as_deref().filter(|s| !STATES.contains(s)) {
+        return Err(ApiError::unprocessable("invalid_state", format!("unknown state {s:?}"))
+            .with_details(json!({ "states": STATES })));
+    }
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::unprocessable("invalid_limit", format!("limit must be 1 to {PAGE_MAX}")));
+    }
+    expire(&state).await?;
+    let filter = Filter { state: params.state, key: params.key, author: params.author, before: params.before, limit };
+    let page = requests::list(&state.pool, &filter).await?;
+    let next_before = (page.len() as i64 == limit).then(|| page.last().map(|r| r.number)).flatten();
+    Ok(Json(json!({ "change_requests": page, "next_before": next_before })))
+}
+
+/// Records the expiry of pending requests past their time, so that what
+/// is answered is current.
+async fn expire(state: &AppState) -> Result<(), ApiError> {
+    let pool = state.pool.clone();
+    crate::store::pool::detached(async move { requests::expire_due(&pool).await.map(|_| ()) }).await?;
+    Ok(())
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::not_found("no such change request"))
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/change-requests/{id}", tag = "governance",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the change request with its approvals", body = Object),
+              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    expire(&state).await?;
+    let request = requests::get(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("no such change request"))?;
+    Ok(Json(json!(request)))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    #[schema(required = true, example = "checked with finance")]
+    reason: Option<String>,
+}
+
+async fn decide(
+    state: AppState,
+    principal: Principal,
+    id: String,
+    headers: HeaderMap,
+    body: DecisionBody,
+    decision: Decision,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.writes.take(principal.token_id).map_err(ApiError::rate_limited)?;
+    let id = parse_id(&id)?;
+    let reason = parse_reason(body.reason.as_deref())?;
+    let (pool, rid) = (state.pool.clone(), request_id(&headers).map(str::to_string));
+    let decided = crate::store::pool::detached(async move {
+        let allowed = |key: &str, level: &str| principal.may_touch(key, level);
+        let who =
+            Decider { actor: Actor { principal: &principal.name, request_id: rid.as_deref() }, allowed: &allowed };
+        Ok(requests::decide(&pool, id, decision, &reason, &who).await)
+    })
+    .await??;
+    if let Some(value_id) = decided.value_id {
+        let seq = sqlx::query_scalar!("select seq from policy_values where id = $1", value_id)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        super::admin::visible(&state, seq).await;
+    }
+    Ok(Json(json!(decided)))
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/change-requests/{id}/approve", tag = "governance", request_body = DecisionBody,
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the request; applied or scheduled once it has its approvals", body = Object),
+              (status = 403, description = "self_approval, out_of_scope", body = super::error::ErrorBody),
+              (status = 404, body = super::error::ErrorBody),
+              (status = 409, description = "not_pending, already_approved, stale_old_value (now conflicted)", body = super::error::ErrorBody),
+              (status = 422, body = super::error::ErrorBody)))]
+pub async fn approve(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<DecisionBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    decide(state, principal, id, headers, body, Decision::Approve).await
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/change-requests/{id}/reject", tag = "governance", request_body = DecisionBody,
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the rejected request", body = Object),
+              (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
+              (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn reject(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<DecisionBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    decide(state, principal, id, headers, body, Decision::Reject).await
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/change-requests/{id}/withdraw", tag = "governance", request_body = DecisionBody,
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the withdrawn request", body = Object),
+              (status = 403, description = "not_author", body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
+              (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn withdraw(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<DecisionBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    decide(state, principal, id, headers, body, Decision::Withdraw).await
+}
