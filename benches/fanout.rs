@@ -52,6 +52,18 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
     let server = server::Server::start(&bin, &url, &[]).await;
     let base = server.base.clone();
     let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("http client");
+    // The reader token verified once, so the count below is of what the
+    // subscriptions hold, not of 200 first verifications at once.
+    let global: Value = http
+        .get(format!("{base}/api/v1/policy-values/resolve?key={KEY}"))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .expect("resolve")
+        .json()
+        .await
+        .expect("json");
+    let value = global["value"].clone();
 
     let connections_before = server::database_connections(&pool).await;
     let rss_before = server.rss_bytes();
@@ -59,16 +71,14 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
     // Subscribers: each records (position, arrival) for every event.
     let joined = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(None::<i64>);
     let gate = Arc::new(Semaphore::new(CONNECTING));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
         let (http, base, reader, joined, failed, gate, stop) =
             (http.clone(), base.clone(), reader.clone(), joined.clone(), failed.clone(), gate.clone(), stop_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            subscribe(http, base, reader, joined, failed, gate, stop).await
-        }));
+        tasks.push(tokio::spawn(async move { subscribe(http, base, reader, joined, failed, gate, stop).await }));
     }
     let join_deadline = Instant::now() + Duration::from_secs(180);
     while joined.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < subscribers
@@ -89,16 +99,6 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
     );
 
     // The writes, at the given rate, each to a new user scope.
-    let global: Value = http
-        .get(format!("{base}/api/v1/policy-values/resolve?key={KEY}"))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .expect("resolve")
-        .json()
-        .await
-        .expect("json");
-    let value = global["value"].clone();
     let run_id = std::process::id();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     let mut writers = Vec::with_capacity(writes);
@@ -117,23 +117,24 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
             let status = response.status().as_u16();
             let reply: Value = response.json().await.unwrap_or(Value::Null);
             assert_eq!(status, 201, "{reply}");
-            (reply["value"]["seq"].as_i64().expect("seq"), committed, committed - sent)
+            (reply["value"]["seq"].as_i64().expect("seq"), sent, committed)
         }));
     }
     let mut commits = std::collections::HashMap::new();
     let mut write_latencies = Vec::new();
     for w in writers {
-        let (seq, at, took) = w.await.expect("writer");
-        commits.insert(seq, at);
-        write_latencies.push(took.as_secs_f64() * 1e3);
+        let (seq, sent, committed) = w.await.expect("writer");
+        commits.insert(seq, (sent, committed));
+        write_latencies.push((committed - sent).as_secs_f64() * 1e3);
     }
     let write_seconds = writes_started.elapsed().as_secs_f64();
 
-    // Every subscriber stops 5 s after the last write's 201.
-    let _ = stop_tx.send(true);
-    let deadline = tokio::time::sleep(Duration::from_secs(30));
+    // Every subscriber stops once it has the last write, or 30 s after it.
+    let _ = stop_tx.send(commits.keys().copied().max());
+    let deadline = tokio::time::sleep(Duration::from_secs(40));
     tokio::pin!(deadline);
     let mut latencies = Vec::with_capacity(subscribed * writes);
+    let mut from_sent = Vec::with_capacity(subscribed * writes);
     let (mut delivered, mut unknown) = (0usize, 0usize);
     for task in tasks {
         let events = tokio::select! {
@@ -142,10 +143,10 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
         };
         for (seq, at) in events {
             match commits.get(&seq) {
-                Some(c) => {
+                Some((sent, committed)) => {
                     delivered += 1;
-                    let ms = if at >= *c { (at - *c).as_secs_f64() * 1e3 } else { -((*c - at).as_secs_f64() * 1e3) };
-                    latencies.push(ms);
+                    latencies.push(signed_ms(at, *committed));
+                    from_sent.push(signed_ms(at, *sent));
                 }
                 None => unknown += 1,
             }
@@ -153,6 +154,7 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
     }
     drop(server);
     latencies.sort_by(f64::total_cmp);
+    from_sent.sort_by(f64::total_cmp);
     write_latencies.sort_by(f64::total_cmp);
     let expected = subscribed * commits.len();
     let pct = |p: f64| if latencies.is_empty() { f64::NAN } else { common::percentile(&latencies, p) };
@@ -172,6 +174,15 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
         latencies.last().copied().unwrap_or(f64::NAN),
         latencies.first().copied().unwrap_or(f64::NAN),
     );
+    if !from_sent.is_empty() {
+        println!(
+            "fan-out latency, write sent -> event at the subscriber (the commit lies between the two): \
+             p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            common::percentile(&from_sent, 50.0),
+            common::percentile(&from_sent, 99.0),
+            from_sent.last().copied().unwrap_or(f64::NAN),
+        );
+    }
     let per = rss_after.saturating_sub(rss_before) as f64 / subscribed.max(1) as f64 / 1024.0;
     println!(
         "fan-out server memory: VmRSS {:.1} MiB before, {:.1} MiB with {subscribed} subscribers: {per:.1} KiB per subscriber (target <= 32 KiB)",
@@ -185,8 +196,8 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
 }
 
 /// One subscription: opens the feed, counts itself joined, then records
-/// every event's position and arrival until 5 s after the stop signal or
-/// the end of the stream.
+/// every event's position and arrival until the last write's event (once
+/// the writer says which it is), 30 s after that, or the end of the stream.
 async fn subscribe(
     http: reqwest::Client,
     base: String,
@@ -194,7 +205,7 @@ async fn subscribe(
     joined: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
     gate: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Option<i64>>,
 ) -> Vec<(i64, Instant)> {
     let permit = gate.acquire().await.expect("gate");
     let response = http.get(format!("{base}/api/v1/changes")).bearer_auth(&token).send().await;
@@ -209,16 +220,29 @@ async fn subscribe(
     joined.fetch_add(1, Ordering::Relaxed);
     let mut events = Vec::new();
     let mut pending: Vec<u8> = Vec::new();
-    // After the writes, a 5 s grace for what is still in flight.
-    let stop_at = async {
-        let _ = stop.wait_for(|s| *s).await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    };
-    tokio::pin!(stop_at);
+    let mut max_seen = i64::MIN;
+    // Once the writer names the last write: at most 30 s more.
+    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
+        let until = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
         let chunk = tokio::select! {
             c = response.chunk() => c,
-            () = &mut stop_at => break,
+            r = stop.changed(), if deadline.is_none() => {
+                let last = *stop.borrow();
+                match last {
+                    Some(l) if r.is_ok() && max_seen < l => {
+                        deadline = Some(tokio::time::Instant::now() + Duration::from_secs(30));
+                        continue;
+                    }
+                    _ => break,
+                }
+            }
+            () = until => break,
         };
         let Ok(Some(bytes)) = chunk else { break };
         let at = Instant::now();
@@ -229,6 +253,10 @@ async fn subscribe(
             if let Some(id) = event.split(|b| *b == b'\n').find_map(|l| l.strip_prefix(b"id: ")) {
                 if let Some(seq) = std::str::from_utf8(id).ok().and_then(|s| s.trim().parse::<i64>().ok()) {
                     events.push((seq, at));
+                    max_seen = max_seen.max(seq);
+                    if stop.borrow().is_some_and(|l| seq >= l) {
+                        return events;
+                    }
                 }
             }
             start += end + 2;
@@ -236,4 +264,13 @@ async fn subscribe(
         pending.drain(..start);
     }
     events
+}
+
+/// `at - since` in milliseconds, negative when `at` came first.
+fn signed_ms(at: Instant, since: Instant) -> f64 {
+    if at >= since {
+        (at - since).as_secs_f64() * 1e3
+    } else {
+        -((since - at).as_secs_f64() * 1e3)
+    }
 }

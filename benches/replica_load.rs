@@ -100,7 +100,10 @@ async fn http_source(pool: sqlx::PgPool) {
         assert!(server_started.elapsed() < Duration::from_secs(120), "the server did not load within 120 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("server in this process ready (its own replica loaded) in {:.2} s", server_started.elapsed().as_secs_f64());
+    println!(
+        "server in this process ready (its own replica loaded) in {:.2} s",
+        server_started.elapsed().as_secs_f64()
+    );
     let scope = Scope::new().user("load-4").org("load-3");
     let key = "allocation.max_concurrent_per_user";
 

@@ -41,7 +41,8 @@ pub fn open_files_limit() -> usize {
 /// A new token of `role` (`reader` or `admin`), stored in the database.
 pub async fn token(pool: &PgPool, role: &str) -> String {
     let token = generate_token().expect("token");
-    let name = format!("bench-{role}-{}-{}", std::process::id(), time::OffsetDateTime::now_utc().unix_timestamp_nanos());
+    let name =
+        format!("bench-{role}-{}-{}", std::process::id(), time::OffsetDateTime::now_utc().unix_timestamp_nanos());
     let role = if role == "admin" { Role::Admin } else { Role::Reader };
     tokens::insert(pool, &name, role, &token, None).await.expect("insert token");
     token
