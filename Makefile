@@ -180,8 +180,9 @@ seed: build
 
 bench:
 	@URL=$$($(DEV_DB) policy_values_bench)
-	echo "==> DATABASE_URL=$$URL SQLX_OFFLINE=true $(CARGO) bench" >&2
-	DATABASE_URL="$$URL" SQLX_OFFLINE=true $(CARGO) bench
+	# http-source: the HTTP client's cold start in benches/replica_load.rs.
+	echo "==> DATABASE_URL=$$URL SQLX_OFFLINE=true $(CARGO) bench --features http-source" >&2
+	DATABASE_URL="$$URL" SQLX_OFFLINE=true $(CARGO) bench --features http-source
 	LOAD_URL=$$($(DEV_DB) policy_values_load)
 	echo "==> DATABASE_URL=$$LOAD_URL scripts/bench-load.sh" >&2
 	DATABASE_URL="$$LOAD_URL" scripts/bench-load.sh

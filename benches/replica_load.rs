@@ -1,5 +1,9 @@
 //! Cold load time and memory of a PolicyClient replica of 1,000,000 value
-//! rows (the rows are inserted once into the benchmark database).
+//! rows (the rows are inserted once into the benchmark database), from the
+//! database; then, in the same run and with the `http-source` feature
+//! (`make bench` enables it), from a server in this process: the HTTP
+//! source's time to first read and to live, and a cache-first start from a
+//! snapshot file of the same rows, with where its time goes.
 
 #[path = "support/common.rs"]
 mod common;
@@ -42,8 +46,6 @@ async fn run() {
         tx.commit().await.expect("commit");
         println!("inserted {ROWS} rows in {:.1} s", started.elapsed().as_secs_f64());
     }
-    pool.close().await;
-
     let before = common::rss_bytes();
     let started = Instant::now();
     let client = PolicyClient::builder()
@@ -63,4 +65,150 @@ async fn run() {
         (after.saturating_sub(before)) as f64 / 1e6,
         after as f64 / 1e6,
     );
+    drop(client);
+    #[cfg(feature = "http-source")]
+    http_source(pool).await;
+    #[cfg(not(feature = "http-source"))]
+    {
+        pool.close().await;
+        println!("(the HTTP source's cold start needs --features http-source, as make bench runs it)");
+    }
+}
+
+/// Time to first read and to live of an HTTP-source client against a
+/// server (in this process) holding the same rows; then a cache-first start
+/// from a snapshot file of them.
+#[cfg(feature = "http-source")]
+async fn http_source(pool: sqlx::PgPool) {
+    use policy_values::client::{Image, Origin};
+    use policy_values::domain::Scope;
+    use policy_values::server::auth::generate_token;
+    use policy_values::server::Application;
+    use policy_values::store::tokens::{self, Role};
+    use sha2::Digest;
+    use std::time::Duration;
+
+    let token = generate_token().expect("token");
+    let name = format!("bench-replica-load-{}", std::process::id());
+    tokens::insert(&pool, &name, Role::Reader, &token, None).await.expect("token");
+    let server_started = Instant::now();
+    let app = Application::build(pool.clone(), "127.0.0.1:0").await.expect("bind");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let http = reqwest::Client::new();
+    while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(server_started.elapsed() < Duration::from_secs(120), "the server did not load within 120 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "server in this process ready (its own replica loaded) in {:.2} s",
+        server_started.elapsed().as_secs_f64()
+    );
+    let scope = Scope::new().user("load-4").org("load-3");
+    let key = "allocation.max_concurrent_per_user";
+
+    // Cold: bootstrap (gzip) and feed, no snapshot file.
+    let started = Instant::now();
+    let client = PolicyClient::builder()
+        .servers([base.as_str()])
+        .token(token.as_str())
+        .load_timeout(Duration::from_secs(120))
+        .connect()
+        .await
+        .expect("client");
+    let value = client.get_int(&scope, key).expect("read");
+    let first_read = started.elapsed();
+    assert!(client.wait_live(Duration::from_secs(120)).await, "the HTTP-source client went live");
+    let live = started.elapsed();
+    let rows = client.health().rows;
+    assert!(rows as i64 >= ROWS, "replica holds {rows} rows");
+    assert_eq!(value, 4, "user load-4 holds 4");
+    println!(
+        "HTTP source, replica of {rows} rows: first read after {:.2} s, live after {:.2} s",
+        first_read.as_secs_f64(),
+        live.as_secs_f64()
+    );
+    drop(client);
+
+    // The snapshot file, written by a client that follows the server.
+    let dir = std::env::temp_dir().join(format!("policy-values-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("policy.snapshot");
+    let _ = std::fs::remove_file(&path);
+    let writer = PolicyClient::builder()
+        .servers([base.as_str()])
+        .token(token.as_str())
+        .snapshot_path(&path)
+        .snapshot_interval(Duration::from_millis(50))
+        .load_timeout(Duration::from_secs(120))
+        .connect()
+        .await
+        .expect("client");
+    let waited = Instant::now();
+    while !path.exists() {
+        assert!(waited.elapsed() < Duration::from_secs(120), "no snapshot file written within 120 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(writer);
+    let size = std::fs::metadata(&path).expect("snapshot").len();
+
+    // Cache-first: serving from the file, then live once the feed caught up.
+    let started = Instant::now();
+    let client = PolicyClient::builder()
+        .servers([base.as_str()])
+        .token(token.as_str())
+        .snapshot_path(&path)
+        .load_timeout(Duration::from_secs(120))
+        .connect()
+        .await
+        .expect("client");
+    let value = client.get_int(&scope, key).expect("read");
+    let first_read = started.elapsed();
+    let origin = client.health().origin;
+    assert!(client.wait_live(Duration::from_secs(120)).await, "the cache-first client went live");
+    let live = started.elapsed();
+    assert_eq!(value, 4, "user load-4 holds 4");
+    assert!(matches!(origin, Origin::Snapshot | Origin::Live), "origin {origin:?}");
+    println!(
+        "cache-first start from a snapshot file of {:.0} MB ({} rows): first read after {:.0} ms (origin {}), \
+         live after {:.0} ms (target: first read <= 50 ms)",
+        size as f64 / 1e6,
+        client.health().rows,
+        first_read.as_secs_f64() * 1e3,
+        origin.as_str(),
+        live.as_secs_f64() * 1e3,
+    );
+    drop(client);
+
+    // Where a start from the file spends its time: the steps of reading it,
+    // timed one by one; what remains of the start is building the replica.
+    let t = Instant::now();
+    let bytes = std::fs::read(&path).expect("read");
+    let read = t.elapsed();
+    let newline = bytes.iter().position(|&b| b == b'\n').expect("header");
+    let t = Instant::now();
+    let _digest = sha2::Sha256::digest(&bytes[newline + 1..]);
+    let checksum = t.elapsed();
+    let t = Instant::now();
+    let image: Image = serde_json::from_slice(&bytes[newline + 1..]).expect("parse");
+    let parse = t.elapsed();
+    let t = Instant::now();
+    let restored = image.restore().expect("restore");
+    let convert = t.elapsed();
+    drop(restored);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let steps = read + checksum + parse + convert;
+    println!(
+        "cache-first start, where the time goes: read the file {:.0} ms, SHA-256 {:.0} ms, JSON parse {:.0} ms, \
+         rows checked and converted {:.0} ms (together {:.0} ms); the rest of the {:.0} ms start, building the replica: about {:.0} ms",
+        ms(read),
+        ms(checksum),
+        ms(parse),
+        ms(convert),
+        ms(steps),
+        ms(first_read),
+        ms(first_read.saturating_sub(steps)),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = tokens::revoke(&pool, &name).await;
 }

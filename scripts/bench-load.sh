@@ -2,7 +2,9 @@
 # Load figures against a release build on loopback: /healthz, resolve, the
 # snapshot and its 304 at 64 connections with wrk (Debian's package,
 # installed if missing), side by side in one run, then admin writes
-# (benches/admin_writes.rs).
+# (benches/admin_writes.rs); then, each with its own server: reads with the
+# database cut (benches/db_down.rs) and the change feed's fan-out
+# (benches/fanout.rs, FANOUT_SUBSCRIBERS subscribers, 10,000 by default).
 # Usage: DATABASE_URL=... scripts/bench-load.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -71,5 +73,19 @@ median_ratio "resolve / healthz throughput ratio" resolve health
 median_ratio "snapshot / resolve throughput ratio (target >= 0.8)" snapshot resolve
 median_ratio "304 / resolve throughput ratio (target >= 1.0)" not_modified resolve
 
-POLICY_VALUES_URL="http://$ADDR" POLICY_VALUES_TOKEN="$ADMIN" SQLX_OFFLINE=true cargo bench --bench admin_writes 2>/dev/null \
+# The benches are built with the features `make bench` builds them with.
+BENCH=(cargo bench --features http-source --bench)
+POLICY_VALUES_URL="http://$ADDR" POLICY_VALUES_TOKEN="$ADMIN" SQLX_OFFLINE=true "${BENCH[@]}" admin_writes 2>/dev/null \
     | grep -E '^admin writes'
+
+# The next two start their own server; this one would add to the database
+# connections counted.
+kill "$SERVER" 2>/dev/null || true
+wait "$SERVER" 2>/dev/null || true
+export POLICY_VALUES_BIN="$BIN"
+SQLX_OFFLINE=true "${BENCH[@]}" db_down 2>/dev/null | grep -E '^(db down|resolve with)'
+# A descriptor per subscriber in this process and in the server: as many
+# as the hard limit allows (fanout.rs measures fewer if that is too low).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+echo "open files limit: $(ulimit -n)" >&2
+SQLX_OFFLINE=true "${BENCH[@]}" fanout 2>/dev/null | grep -E '^fan-out'
