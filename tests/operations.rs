@@ -62,7 +62,7 @@ fn family_of<'a>(sample: &'a str, types: &std::collections::HashMap<&str, &str>)
 #[sqlx::test]
 async fn every_metric_family_on_a_live_metrics_page_has_help_and_type(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let body = json!({"key": "maas.enabled", "scope": {}, "value": true, "reason": "pilot", "old_value": false});
+    let body = json!({"key": "notification.low_balance_enabled", "scope": {}, "value": false, "reason": "pilot", "old_value": true});
     assert_eq!(app.write(body.clone()).await.status, StatusCode::CREATED);
     assert_eq!(app.write(body).await.code(), "stale_old_value");
     app.get("/api/v1/policy-keys", &app.reader).await;

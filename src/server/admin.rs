@@ -116,7 +116,8 @@ fn written_json(written: Written) -> serde_json::Value {
 #[tracing::instrument(skip_all, fields(key, principal = %principal.name))]
 #[utoipa::path(post, path = "/api/v1/admin/policy-values", tag = "admin", request_body = WriteBody,
     responses((status = 201, description = "the new value row, what it replaced and its audit id", body = super::schemas::Written),
-              (status = 200, description = "the value was already stored at that scope: nothing written", body = super::schemas::Unchanged)))]
+              (status = 200, description = "the value was already stored at that scope: nothing written", body = super::schemas::Unchanged),
+              (status = 202, description = "the key needs approval: the change request made, no value changed", body = super::schemas::ChangeRequest)))]
 pub async fn write(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

@@ -128,8 +128,7 @@ pub const PAGE_MAX: i64 = 200;
            ("key" = Option<String>, Query), ("author" = Option<String>, Query),
            ("before" = Option<i64>, Query, description = "next_before of the previous page"),
            ("limit" = Option<i64>, Query, description = "1 to 200, default 50")),
-    responses((status = 200, description = "{change_requests: [...], next_before}, newest first", body = Object),
-              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "{change_requests: [...], next_before}, newest first", body = super::schemas::ChangeRequestPage)))]
 pub async fn list(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<ListParams>,
@@ -163,8 +162,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 
 #[utoipa::path(get, path = "/api/v1/admin/change-requests/{id}", tag = "governance",
     params(("id" = String, Path)),
-    responses((status = 200, description = "the change request with its approvals", body = Object),
-              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the change request with its approvals", body = super::schemas::ChangeRequest)))]
 pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     let id = parse_id(&id)?;
     expire(&state).await?;
@@ -210,11 +208,7 @@ async fn decide(
 
 #[utoipa::path(post, path = "/api/v1/admin/change-requests/{id}/approve", tag = "governance", request_body = DecisionBody,
     params(("id" = String, Path)),
-    responses((status = 200, description = "the request; applied or scheduled once it has its approvals", body = Object),
-              (status = 403, description = "self_approval, out_of_scope", body = super::error::ErrorBody),
-              (status = 404, body = super::error::ErrorBody),
-              (status = 409, description = "not_pending, already_approved, stale_old_value (now conflicted)", body = super::error::ErrorBody),
-              (status = 422, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the request; applied or scheduled once it has its approvals", body = super::schemas::ChangeRequest)))]
 pub async fn approve(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -227,9 +221,7 @@ pub async fn approve(
 
 #[utoipa::path(post, path = "/api/v1/admin/change-requests/{id}/reject", tag = "governance", request_body = DecisionBody,
     params(("id" = String, Path)),
-    responses((status = 200, description = "the rejected request", body = Object),
-              (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
-              (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the rejected request", body = super::schemas::ChangeRequest)))]
 pub async fn reject(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -242,9 +234,7 @@ pub async fn reject(
 
 #[utoipa::path(post, path = "/api/v1/admin/change-requests/{id}/withdraw", tag = "governance", request_body = DecisionBody,
     params(("id" = String, Path)),
-    responses((status = 200, description = "the withdrawn request", body = Object),
-              (status = 403, description = "not_author", body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
-              (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the withdrawn request", body = super::schemas::ChangeRequest)))]
 pub async fn withdraw(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

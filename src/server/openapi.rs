@@ -44,7 +44,8 @@ use super::{schemas, AppState};
         schemas::Snapshot, schemas::SnapshotValue, schemas::ValueRow, schemas::Written, schemas::Unchanged,
         schemas::Override, schemas::Overrides, schemas::HistoryItem, schemas::History,
         schemas::AuditRecord, schemas::AuditPage, schemas::ChainHead, schemas::Verification, schemas::Image,
-        super::change_requests::DecisionBody,
+        super::change_requests::DecisionBody, schemas::Approval, schemas::ChangeRequest, schemas::ChangeRequestPage,
+        schemas::Shadow, schemas::Shadows, schemas::Preview,
     )),
     modifiers(&BearerAuth, &ErrorResponses),
     security(("bearer" = []))
@@ -111,6 +112,13 @@ fn error_statuses(method: &HttpMethod, operation: &Operation) -> Vec<u16> {
     }
     if matches!(method, HttpMethod::Post) {
         statuses.extend([400, 404, 409, 413, 415, 429]);
+    } else if operation
+        .parameters
+        .as_ref()
+        .is_some_and(|p| p.iter().any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Path)))
+    {
+        // Something named in the path (a change request by id) may not exist.
+        statuses.push(404);
     }
     statuses.push(503);
     statuses

@@ -41,7 +41,9 @@ fn value_schema(def: &KeyDef) -> Json {
         (ValueType::List, Bounds::List { max_items, items }) => {
             let item = match items {
                 ItemRule::Enum(values) => json!({"type": "string", "enum": values}),
-                ItemRule::Pattern(pattern) => json!({"type": "string", "pattern": format!("^(?:{})$", pattern.as_str())}),
+                ItemRule::Pattern(pattern) => {
+                    json!({"type": "string", "pattern": format!("^(?:{})$", pattern.as_str())})
+                }
             };
             json!({"type": "array", "items": item, "maxItems": max_items, "uniqueItems": true})
         }

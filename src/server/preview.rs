@@ -31,9 +31,7 @@ struct Shadow {
 
 #[tracing::instrument(skip_all, fields(principal = %principal.name))]
 #[utoipa::path(post, path = "/api/v1/admin/policy-values/preview", tag = "admin", request_body = WriteBody,
-    responses((status = 200, description = "what the write would do: outcome (written or change_request), before, after, shadowed_by", body = Object),
-              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
-              (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "what the write would do: outcome (written or change_request), before, after, shadowed_by", body = super::schemas::Preview)))]
 pub async fn preview(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

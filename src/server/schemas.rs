@@ -283,3 +283,92 @@ pub struct Image {
     keys: Vec<Json>,
     rows: Vec<Json>,
 }
+
+/// One admin's approval of a change request.
+#[derive(Serialize, ToSchema)]
+pub struct Approval {
+    approver: String,
+    reason: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// A change request (docs/governance.md): a write to a key that needs
+/// approval, waiting for it or decided.
+#[derive(Serialize, ToSchema)]
+pub struct ChangeRequest {
+    id: String,
+    /// Its place in the order requests were made (`before` in listings).
+    number: i64,
+    /// `pending`, `approved`, `scheduled`, `applied`, `rejected`,
+    /// `withdrawn`, `expired` or `conflicted`.
+    state: String,
+    key: String,
+    /// The write's scope, as in its body.
+    scope: Json,
+    level: String,
+    scope_id: String,
+    /// The proposed value (null: remove the override).
+    value: Json,
+    old_value: Json,
+    #[schema(format = DateTime)]
+    effective_at: Option<String>,
+    reason: String,
+    author: String,
+    approvals_required: i64,
+    approvals: Vec<Approval>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    #[schema(format = DateTime)]
+    decided_at: Option<String>,
+    decided_by: Option<String>,
+    decision_reason: Option<String>,
+    /// The value row it applied (or that already held its value).
+    value_id: Option<String>,
+    /// The value in force when it conflicted.
+    current_value: Json,
+}
+
+/// `GET /api/v1/admin/change-requests`: a page, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct ChangeRequestPage {
+    change_requests: Vec<ChangeRequest>,
+    /// Pass as `before` for the next page; null on the last one.
+    next_before: Option<i64>,
+}
+
+/// An override that keeps its own value over a previewed change.
+#[derive(Serialize, ToSchema)]
+pub struct Shadow {
+    level: String,
+    scope_id: String,
+    value: Json,
+}
+
+/// The overrides at more specific levels that shadow a previewed change.
+#[derive(Serialize, ToSchema)]
+pub struct Shadows {
+    total: i64,
+    /// How many at each level.
+    by_level: BTreeMap<String, i64>,
+    /// The first few, most specific level first.
+    first: Vec<Shadow>,
+}
+
+/// `POST /api/v1/admin/policy-values/preview`: what a write would do.
+#[derive(Serialize, ToSchema)]
+pub struct Preview {
+    /// `written` or `change_request`.
+    outcome: String,
+    approvals_required: i64,
+    key: String,
+    scope: Json,
+    #[schema(format = DateTime)]
+    effective_at: Option<String>,
+    /// The value at the scope before and after.
+    before: Json,
+    after: Json,
+    shadowed_by: Shadows,
+}

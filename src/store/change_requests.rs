@@ -549,7 +549,9 @@ async fn apply(
         .with_metadata("approvers", json!(approvers))
         .with_metadata("requested_by", json!(row.author));
     match writer::write_in(tx, &request).await {
-        Ok(Outcome::Written(written)) => Ok(Ok(Applied { value_id: written.value.id, audit_id: Some(written.audit_id) })),
+        Ok(Outcome::Written(written)) => {
+            Ok(Ok(Applied { value_id: written.value.id, audit_id: Some(written.audit_id) }))
+        }
         // The value was already the one stored there: nothing to write.
         Ok(Outcome::Unchanged(same)) => Ok(Ok(Applied { value_id: same.value_id, audit_id: None })),
         Err(
