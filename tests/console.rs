@@ -59,10 +59,11 @@ async fn driver() -> Option<Driver> {
         .stderr(Stdio::null())
         .spawn()
         .expect("start chromedriver");
-    let url = format!("http://127.0.0.1:{port}");
+    // Killed and waited for when dropped, a panic below included.
+    let driver = Driver { child, url: format!("http://127.0.0.1:{port}"), chromium };
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Some(Driver { child, url, chromium });
+            return Some(driver);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
