@@ -85,6 +85,7 @@ run:
 	echo " policy-values dev server"
 	echo "   database : $$URL"
 	echo "   listening: http://$$ADDR"
+	echo "   console  : http://$$ADDR/console (sign in with the admin token)"
 	echo "   admin token (also in .dev/admin-token); paste into another shell:"
 	echo
 	echo "TOKEN=$$TOKEN"

@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod bundle;
 pub mod change_requests;
 pub mod changes;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod feed;
@@ -213,7 +214,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/api/v1/admin/change-requests/{id}/withdraw", post(change_requests::withdraw));
     // Outside the audit of refused attempts: a preview audits nothing.
     let preview = Router::new().route("/api/v1/admin/policy-values/preview", post(preview::preview));
-    Router::new()
+    let api = Router::new()
         .merge(guarded(preview, Role::Admin))
         .merge(guarded(reader, Role::Reader))
         .merge(guarded(auditor, Role::Auditor))
@@ -229,7 +230,10 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
-        .layer(middleware::from_fn_with_state(config.request_timeout, answer_within))
+        .with_state(state.clone());
+    // The web console calls the API above in process (docs/console.md).
+    let api = api.clone().merge(console::router(state, api));
+    api.layer(middleware::from_fn_with_state(config.request_timeout, answer_within))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -237,7 +241,6 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
 }
 
 /// Gzip for large answers when the caller accepts it (`Accept-Encoding`);
