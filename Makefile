@@ -97,7 +97,8 @@ run:
 	exec $(BIN) serve --skip-migrate
 
 test:
-	@URL=$$($(DEV_DB) policy_values_test)
+	@scripts/browser.sh
+	URL=$$($(DEV_DB) policy_values_test)
 	if $(CARGO) nextest --version >/dev/null 2>&1; then
 		echo "==> DATABASE_URL=$$URL SQLX_OFFLINE=true $(CARGO) nextest run --all-features --no-fail-fast $(TEST_ARGS)" >&2
 		DATABASE_URL="$$URL" SQLX_OFFLINE=true $(CARGO) nextest run --all-features --no-fail-fast $(TEST_ARGS)
