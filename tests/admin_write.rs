@@ -371,3 +371,36 @@ async fn the_database_refuses_a_value_outside_its_bounds_even_from_a_stale_catal
     assert!(matches!(enumerated, Err(policy_values::store::StoreError::OutOfBounds(_))), "{enumerated:?}");
     assert_eq!(app.counts().await.0, 0);
 }
+
+#[sqlx::test]
+async fn field_rules_answer_422_naming_every_failing_field_and_rule(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut bad = body(json!({"org_id": "acme"}), json!(45), json!(30));
+    bad["reason"] = json!(format!("{}\u{1b}", "x".repeat(1000)));
+    let reply = app.write(bad).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_reason"));
+    let errors = &reply.json["details"]["errors"];
+    let rules: Vec<(&str, &str)> = errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap(), e["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(rules.len(), 2, "{errors}");
+    assert!(rules.contains(&("reason", "length")), "{errors}");
+    assert!(rules.contains(&("reason", "no_control_characters")), "{errors}");
+    let length = errors.as_array().unwrap().iter().find(|e| e["rule"] == "length").unwrap();
+    assert_eq!(length["params"], json!({"min": 1, "max": 1000}));
+    assert_eq!(reply.json["details"]["field"], "reason");
+
+    let audit = app.get("/api/v1/admin/audit-logs?limit=0&actor=a%07b", &app.auditor).await;
+    assert_eq!((audit.status, audit.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_query"));
+    let fields: Vec<(&str, &str)> = audit.json["details"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap(), e["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(fields, [("actor", "no_control_characters"), ("limit", "range")]);
+    assert_eq!(app.counts().await.0, 0, "nothing written");
+}

@@ -36,7 +36,7 @@ pub enum Command {
         /// Do not migrate at start (when serving as a role that may not).
         #[arg(long, env = "POLICY_VALUES_SKIP_MIGRATE")]
         skip_migrate: bool,
-        /// Admin writes per second allowed per token (token bucket).
+        /// Admin writes per second allowed per token (on average; see --write-burst).
         #[arg(long, env = "POLICY_VALUES_WRITE_RATE", default_value_t = 50.0)]
         write_rate: f64,
         /// Burst of admin writes allowed per token.

@@ -9,7 +9,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{parse_time, present, JsonBody, QueryParams};
+use super::extract::{parse_time, present, FieldRules, JsonBody, QueryParams, Valid};
 use super::read::key_def;
 use super::AppState;
 use crate::domain::{KeyDef, Value, WriteScope};
@@ -19,7 +19,7 @@ use crate::store::writer::Request;
 
 /// The body of `POST /api/v1/admin/policy-values`, as sent. Every field is
 /// optional here so each missing one gets its own error code.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, validator::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct WriteBody {
     #[schema(required = true, example = "allocation.refund_window_days")]
@@ -35,6 +35,11 @@ pub struct WriteBody {
     #[schema(example = "2026-12-01T00:00:00Z")]
     effective_at: Option<String>,
     #[schema(required = true, example = "Customer success request")]
+    #[validate(
+        required(message = "reason is required"),
+        length(min = 1, max = 1000),
+        custom(function = "reason_text")
+    )]
     reason: Option<String>,
     /// What the write replaces: the value at this scope now, else the global value.
     #[schema(required = true, example = 30)]
@@ -43,6 +48,28 @@ pub struct WriteBody {
 
 /// The longest reason accepted, in characters.
 pub const REASON_MAX: usize = 1000;
+
+/// The field rule of a reason beyond its length: not blank, and no control
+/// characters other than line breaks and tabs.
+pub fn reason_text(reason: &str) -> Result<(), validator::ValidationError> {
+    if reason.trim().is_empty() {
+        return Err(validator::ValidationError::new("not_blank").with_message("reason must not be blank".into()));
+    }
+    if reason.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(validator::ValidationError::new("no_control_characters")
+            .with_message("reason has control characters other than line breaks and tabs".into()));
+    }
+    Ok(())
+}
+
+impl FieldRules for WriteBody {
+    fn code_for(field: &str) -> &'static str {
+        match field {
+            "reason" => "invalid_reason",
+            _ => "validation_failed",
+        }
+    }
+}
 
 fn missing(field: &str) -> ApiError {
     ApiError::unprocessable("missing_field", format!("{field} is required")).with_details(json!({ "field": field }))
@@ -122,7 +149,7 @@ pub async fn write(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<WriteBody>,
+    Valid(JsonBody(body)): Valid<JsonBody<WriteBody>>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     state.writes.take(principal.token_id).map_err(ApiError::rate_limited)?;
     // The catalog from the server's replica (it follows catalog changes);
@@ -154,11 +181,22 @@ pub async fn write(
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, validator::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     #[schema(required = true, example = "customer withdrew")]
+    #[validate(
+        required(message = "reason is required"),
+        length(min = 1, max = 1000),
+        custom(function = "reason_text")
+    )]
     reason: Option<String>,
+}
+
+impl FieldRules for CancelBody {
+    fn code_for(_field: &str) -> &'static str {
+        "invalid_reason"
+    }
 }
 
 #[tracing::instrument(skip_all, fields(%id, principal = %principal.name))]
@@ -170,7 +208,7 @@ pub async fn cancel(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<CancelBody>,
+    Valid(JsonBody(body)): Valid<JsonBody<CancelBody>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.writes.take(principal.token_id).map_err(ApiError::rate_limited)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no such value row"))?;

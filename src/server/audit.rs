@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::extract::{parse_time, QueryParams};
+use super::extract::{parse_time, FieldRules, QueryParams, Valid};
 use super::read::{key_def, ScopeParams};
 use super::AppState;
 use crate::domain::{Level, WriteScope};
@@ -23,15 +23,19 @@ use crate::store::StoreError;
 /// The most rows one page (or one export batch) returns.
 pub const PAGE_MAX: i64 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, validator::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
+    #[validate(custom(function = "filter_text"))]
     policy_key: Option<String>,
+    #[validate(custom(function = "filter_text"))]
     actor: Option<String>,
+    #[validate(custom(function = "filter_text"))]
     action: Option<String>,
     outcome: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    #[validate(range(min = 1, max = 1000, message = "limit must be between 1 and 1000"))]
     limit: Option<i64>,
     cursor: Option<String>,
     order: Option<String>,
@@ -40,16 +44,33 @@ pub struct AuditParams {
     scope: ScopeParams,
 }
 
+impl FieldRules for AuditParams {
+    fn code_for(_field: &str) -> &'static str {
+        "invalid_query"
+    }
+}
+
+/// A filter text: at most 1,000 bytes, no control characters.
+fn filter_text(text: &str) -> Result<(), validator::ValidationError> {
+    if text.len() > 1000 {
+        let mut error =
+            validator::ValidationError::new("max_bytes").with_message("filters are at most 1,000 bytes".into());
+        error.add_param("max".into(), &1000);
+        return Err(error);
+    }
+    if text.chars().any(char::is_control) {
+        return Err(validator::ValidationError::new("no_control_characters")
+            .with_message("filters are texts without control characters".into()));
+    }
+    Ok(())
+}
+
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::unprocessable("invalid_query", message)
 }
 
 impl AuditParams {
     fn filter(&self) -> Result<AuditFilter, ApiError> {
-        let texts = [&self.policy_key, &self.actor, &self.action];
-        if texts.iter().filter_map(|t| t.as_deref()).any(|t| t.chars().any(char::is_control) || t.len() > 1000) {
-            return Err(invalid("filters are texts of at most 1,000 bytes without control characters"));
-        }
         if let Some(outcome) = self.outcome.as_deref().filter(|o| !matches!(*o, "success" | "refused")) {
             return Err(invalid(format!("outcome must be success or refused, not {outcome:?}")));
         }
@@ -108,7 +129,7 @@ fn decode_cursor(raw: &str) -> Result<i64, ApiError> {
                content((super::schemas::AuditPage = "application/json"), (String = "application/x-ndjson"), (String = "text/csv")))))]
 pub async fn audit_logs(
     State(state): State<AppState>,
-    QueryParams(params): QueryParams<AuditParams>,
+    Valid(QueryParams(params)): Valid<QueryParams<AuditParams>>,
 ) -> Result<Response, ApiError> {
     let filter = params.filter()?;
     match params.format.as_deref() {
@@ -117,9 +138,6 @@ pub async fn audit_logs(
         Some(other) => return Err(invalid(format!("format must be json, ndjson or csv, not {other:?}"))),
     }
     let limit = params.limit.unwrap_or(100);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(invalid(format!("limit must be between 1 and {PAGE_MAX}")));
-    }
     let items = audit_query::page(&state.pool, &filter, params.page()?, limit).await?;
     let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|r| encode_cursor(r.seq))).flatten();
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
@@ -252,13 +270,20 @@ pub async fn head(State(state): State<AppState>) -> Result<Json<ChainHead>, ApiE
     Ok(Json(head.unwrap_or(ChainHead { seq: 0, hash: hex::encode([0u8; 32]) })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, validator::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryParams {
     key: Option<String>,
+    #[validate(range(min = 1, max = 1000, message = "limit must be between 1 and 1000"))]
     limit: Option<i64>,
     #[serde(flatten)]
     scope: ScopeParams,
+}
+
+impl FieldRules for HistoryParams {
+    fn code_for(_field: &str) -> &'static str {
+        "invalid_query"
+    }
 }
 
 /// `GET /api/v1/admin/policy-values/history`: every change of a key at one
@@ -271,14 +296,11 @@ pub struct HistoryParams {
     responses((status = 200, description = "every change at the scope, newest first, with audit ids", body = super::schemas::History)))]
 pub async fn history(
     State(state): State<AppState>,
-    QueryParams(params): QueryParams<HistoryParams>,
+    Valid(QueryParams(params)): Valid<QueryParams<HistoryParams>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let def = key_def(&state, params.key.as_deref()).await?;
     let scope = params.scope.to_write_scope()?.unwrap_or_else(WriteScope::global);
     let limit = params.limit.unwrap_or(PAGE_MAX);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(invalid(format!("limit must be between 1 and {PAGE_MAX}")));
-    }
     let level: Level = scope.level();
     let items = audit_query::history(&state.pool, def.key.as_str(), level.as_str(), scope.id(), limit)
         .await

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::admin::parse_reason;
 use super::error::ApiError;
-use super::extract::{JsonBody, QueryParams};
+use super::extract::{FieldRules, JsonBody, QueryParams, Valid};
 use super::AppState;
 use crate::domain::KeyDef;
 use crate::store::change_requests::{self as requests, Decider, Decision, Filter, RequestError};
@@ -108,7 +108,7 @@ pub async fn propose(
     Ok((StatusCode::ACCEPTED, Json(json!(request))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, validator::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     state: Option<String>,
@@ -116,7 +116,17 @@ pub struct ListParams {
     author: Option<String>,
     /// The `number` of the last request of the previous page.
     before: Option<i64>,
+    #[validate(range(min = 1, max = 200, message = "limit must be 1 to 200"))]
     limit: Option<i64>,
+}
+
+impl FieldRules for ListParams {
+    fn code_for(field: &str) -> &'static str {
+        match field {
+            "limit" => "invalid_limit",
+            _ => "validation_failed",
+        }
+    }
 }
 
 /// The longest page.
@@ -131,16 +141,13 @@ pub const PAGE_MAX: i64 = 200;
     responses((status = 200, description = "{change_requests: [...], next_before}, newest first", body = super::schemas::ChangeRequestPage)))]
 pub async fn list(
     State(state): State<AppState>,
-    QueryParams(params): QueryParams<ListParams>,
+    Valid(QueryParams(params)): Valid<QueryParams<ListParams>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if let Some(s) = params.state.as_deref().filter(|s| !STATES.contains(s)) {
         return Err(ApiError::unprocessable("invalid_state", format!("unknown state {s:?}"))
             .with_details(json!({ "states": STATES })));
     }
     let limit = params.limit.unwrap_or(50);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(ApiError::unprocessable("invalid_limit", format!("limit must be 1 to {PAGE_MAX}")));
-    }
     expire(&state).await?;
     let filter = Filter { state: params.state, key: params.key, author: params.author, before: params.before, limit };
     let page = requests::list(&state.pool, &filter).await?;
@@ -170,11 +177,22 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Resu
     Ok(Json(json!(request)))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, validator::Validate)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     #[schema(required = true, example = "checked with finance")]
+    #[validate(
+        required(message = "reason is required"),
+        length(min = 1, max = 1000),
+        custom(function = "super::admin::reason_text")
+    )]
     reason: Option<String>,
+}
+
+impl FieldRules for DecisionBody {
+    fn code_for(_field: &str) -> &'static str {
+        "invalid_reason"
+    }
 }
 
 async fn decide(
@@ -214,7 +232,7 @@ pub async fn approve(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<DecisionBody>,
+    Valid(JsonBody(body)): Valid<JsonBody<DecisionBody>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     decide(state, principal, id, headers, body, Decision::Approve).await
 }
@@ -227,7 +245,7 @@ pub async fn reject(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<DecisionBody>,
+    Valid(JsonBody(body)): Valid<JsonBody<DecisionBody>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     decide(state, principal, id, headers, body, Decision::Reject).await
 }
@@ -240,7 +258,7 @@ pub async fn withdraw(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<DecisionBody>,
+    Valid(JsonBody(body)): Valid<JsonBody<DecisionBody>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     decide(state, principal, id, headers, body, Decision::Withdraw).await
 }
