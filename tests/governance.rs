@@ -120,6 +120,11 @@ async fn a_key_needing_two_approvals_applies_only_at_the_second_distinct_approve
     let mut catalog = Catalog::builtin().unwrap();
     catalog.keys.push(def);
     keys::sync(&app.pool, &catalog, "catalog-sync", "two approvals").await.unwrap();
+    // The server's replica follows catalog changes; reads of the new key
+    // answer once it has.
+    let path = "/api/v1/policy-values/resolve?key=payout.daily_limit_minor&org_id=a";
+    eventually("the server knows the new key", || async { app.get(path, &app.reader).await.status == StatusCode::OK })
+        .await;
     let bob = create_token(&app.pool, Role::Admin, "bob-admin").await;
     let carol = create_token(&app.pool, Role::Admin, "carol-admin").await;
 
