@@ -152,12 +152,7 @@ pub async fn write(
     Valid(JsonBody(body)): Valid<JsonBody<WriteBody>>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     state.writes.take(principal.token_id).map_err(ApiError::rate_limited)?;
-    // The catalog from the server's replica (it follows catalog changes);
-    // the database only when the replica does not know the key.
-    let def = match body.key.as_deref().and_then(|k| state.replica.key_def(k)) {
-        Some(def) => def,
-        None => key_def(&state, body.key.as_deref()).await?,
-    };
+    let def = key_def(&state, body.key.as_deref()).await?;
     tracing::Span::current().record("key", def.key.as_str());
     let change = body.into_change(&def)?;
     super::change_requests::check_scope(&principal, def.key.as_str(), change.scope.level().as_str())?;

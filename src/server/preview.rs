@@ -37,10 +37,7 @@ pub async fn preview(
     Extension(principal): Extension<Principal>,
     JsonBody(body): JsonBody<WriteBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let def = match body.key().and_then(|k| state.replica.key_def(k)) {
-        Some(def) => def,
-        None => key_def(&state, body.key()).await?,
-    };
+    let def = key_def(&state, body.key()).await?;
     let change = body.into_change(&def)?;
     let level = change.scope.level();
     check_scope(&principal, def.key.as_str(), level.as_str())?;

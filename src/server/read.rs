@@ -98,6 +98,11 @@ pub async fn key_def(state: &AppState, key: Option<&str>) -> Result<KeyDef, ApiE
     if PolicyKey::parse(key).is_none() {
         return Err(ApiError::unknown_key(key));
     }
+    // The replica follows catalog changes; the database only for a key it
+    // does not know yet (added a moment ago).
+    if let Some(def) = state.replica.key_def(key) {
+        return Ok(def);
+    }
     keys::get(&state.pool, key).await?.ok_or_else(|| ApiError::unknown_key(key))
 }
 
