@@ -52,16 +52,21 @@ impl PolicyClient {
     /// Whether the document `tag` names is still the current one for
     /// `scope` (a kept copy may be served).
     pub fn snapshot_tag_current(&self, tag: &SnapshotTag, scope: &Scope) -> bool {
-        let replica = &self.shared.replica;
-        let (version, catalog) = replica.consistent(|| (self.shared.last_seq(), replica.catalog_fingerprint()));
+        let (version, catalog) = self.snapshot_position();
         tag.still_current(version, catalog, scope, OffsetDateTime::now_utc())
     }
 
     /// Whether a snapshot tag the caller holds (`If-None-Match`) still names
     /// the current document for `scope`: answered without building it.
     pub fn snapshot_unchanged(&self, if_none_match: &str, scope: &Scope) -> Option<NoneMatch> {
-        let replica = &self.shared.replica;
-        let (version, catalog) = replica.consistent(|| (self.shared.last_seq(), replica.catalog_fingerprint()));
+        let (version, catalog) = self.snapshot_position();
         none_match(if_none_match, version, catalog, scope, OffsetDateTime::now_utc())
+    }
+
+    /// The position and catalog fingerprint a tag is checked against, read
+    /// together.
+    fn snapshot_position(&self) -> (i64, u64) {
+        let replica = &self.shared.replica;
+        replica.consistent(|| (self.shared.last_seq(), replica.catalog_fingerprint()))
     }
 }
