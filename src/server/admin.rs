@@ -224,6 +224,16 @@ pub async fn cancel(
     Ok(Json(written_json(written)))
 }
 
+/// `GET /api/v1/admin/policy-values/counts`: per key, the scopes below
+/// global holding a value now and the scheduled changes, in one query (the
+/// console's catalog).
+#[utoipa::path(get, path = "/api/v1/admin/policy-values/counts", tag = "audit",
+    responses((status = 200, description = "per key: overrides in force and scheduled changes (keys with neither are absent)", body = super::schemas::Counts)))]
+pub async fn counts(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let counts = values::counts(&state.pool).await?;
+    Ok(Json(json!({ "keys": counts })))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverridesParams {

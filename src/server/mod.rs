@@ -200,6 +200,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), read::mark_stale));
     let auditor = Router::new()
         .route("/api/v1/admin/policy-values", get(admin::overrides))
+        .route("/api/v1/admin/policy-values/counts", get(admin::counts))
         .route("/api/v1/admin/policy-values/history", get(audit::history))
         .route("/api/v1/admin/audit-logs", get(audit::audit_logs))
         .route("/api/v1/admin/audit-logs/verify", get(audit::verify))

@@ -204,6 +204,22 @@ pub struct Overrides {
     overrides: Vec<Override>,
 }
 
+/// One key's entry in `GET /api/v1/admin/policy-values/counts`.
+#[derive(Serialize, ToSchema)]
+pub struct KeyCounts {
+    /// Scopes below global holding a value now.
+    overrides: i64,
+    /// Changes scheduled at any level.
+    scheduled: i64,
+}
+
+/// `GET /api/v1/admin/policy-values/counts`.
+#[derive(Serialize, ToSchema)]
+pub struct Counts {
+    /// By key.
+    keys: std::collections::BTreeMap<String, KeyCounts>,
+}
+
 /// A change in a scope's history.
 #[derive(Serialize, ToSchema)]
 pub struct HistoryItem {

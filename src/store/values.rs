@@ -325,6 +325,36 @@ pub async fn overrides(executor: impl PgExecutor<'_>, key: &str) -> Result<Vec<O
     Ok(out)
 }
 
+/// How many scopes below global hold a value of a key now, and how many
+/// changes of it (at any level) are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KeyCounts {
+    pub overrides: i64,
+    pub scheduled: i64,
+}
+
+/// Every key's [`KeyCounts`] in one grouped query (keys with neither are
+/// absent).
+pub async fn counts(
+    executor: impl PgExecutor<'_>,
+) -> Result<std::collections::BTreeMap<String, KeyCounts>, StoreError> {
+    let rows = sqlx::query!(
+        r#"select key as "key!",
+                  count(*) filter (where effective_at <= now() and level <> 'global' and value is not null)
+                      as "overrides!",
+                  count(*) filter (where effective_at > now()) as "scheduled!"
+           from policy_values_live
+           group by key"#
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.key, KeyCounts { overrides: r.overrides, scheduled: r.scheduled }))
+        .filter(|(_, c)| c.overrides > 0 || c.scheduled > 0)
+        .collect())
+}
+
 fn scope_json(level: &str, scope_id: &str) -> serde_json::Value {
     Level::parse(level).and_then(|l| WriteScope::at(l, scope_id).ok()).map(|s| s.to_json()).unwrap_or_default()
 }
