@@ -99,7 +99,7 @@ impl AuditParams {
 }
 
 /// Cursors are opaque to clients: the hex of the last seq of a page.
-fn encode_cursor(seq: i64) -> String {
+pub(super) fn encode_cursor(seq: i64) -> String {
     hex::encode(seq.to_string())
 }
 
