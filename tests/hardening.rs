@@ -44,6 +44,7 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_says(pool: PgPo
         (Method::GET, "/api/v1/policy-values/snapshot?org_id=a".into(), None, Needs::Reader, StatusCode::OK),
         (Method::GET, format!("/api/v1/admin/policy-values?key={KEY}"), None, Needs::Auditor, StatusCode::OK),
         (Method::GET, format!("/api/v1/admin/policy-values/history?key={KEY}"), None, Needs::Auditor, StatusCode::OK),
+        (Method::GET, "/api/v1/admin/policy-values/counts".into(), None, Needs::Auditor, StatusCode::OK),
         (Method::GET, "/api/v1/admin/audit-logs".into(), None, Needs::Auditor, StatusCode::OK),
         (Method::GET, "/api/v1/admin/audit-logs/verify".into(), None, Needs::Auditor, StatusCode::OK),
         (Method::GET, "/api/v1/admin/audit-logs/head".into(), None, Needs::Auditor, StatusCode::OK),

@@ -80,6 +80,30 @@ async fn bad_resolve_queries_get_422_with_a_code(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn the_counts_give_each_key_its_overrides_in_force_and_its_scheduled_changes(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    set(&app, json!({}), 200, 120).await;
+    set(&app, json!({"plan": "pro"}), 300, 200).await;
+    set(&app, json!({"org_id": "acme"}), 400, 200).await;
+    // A removal leaves no override in force.
+    let removal = json!({"key": KEY, "scope": {"org_id": "acme"}, "value": null, "reason": "t", "old_value": 400});
+    assert_eq!(app.write(removal).await.status, StatusCode::CREATED);
+    let at = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let scheduled = json!({"key": KEY, "scope": {"user_id": "u1"}, "value": 500, "reason": "t", "old_value": 200,
+                           "effective_at": at});
+    let reply = app.write(scheduled).await;
+    assert!(reply.status.is_success(), "{}", reply.json);
+
+    let reply = app.get("/api/v1/admin/policy-values/counts", &app.auditor).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json["keys"], json!({ KEY: {"overrides": 1, "scheduled": 1} }), "{}", reply.json);
+    let reader = app.get("/api/v1/admin/policy-values/counts", &app.reader).await;
+    assert_eq!((reader.status, reader.code()), (StatusCode::FORBIDDEN, "forbidden"));
+}
+
+#[sqlx::test]
 async fn the_catalog_lists_every_bounded_key(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let reply = app.get("/api/v1/policy-keys", &app.reader).await;
@@ -197,6 +221,7 @@ async fn the_openapi_document_describes_every_route_and_needs_no_token(pool: PgP
             "/api/v1/admin/change-requests/{id}/reject",
             "/api/v1/admin/change-requests/{id}/withdraw",
             "/api/v1/admin/policy-values",
+            "/api/v1/admin/policy-values/counts",
             "/api/v1/admin/policy-values/history",
             "/api/v1/admin/policy-values/preview",
             "/api/v1/admin/policy-values/{id}/cancel",
