@@ -380,6 +380,30 @@ async fn an_auditor_follows_a_change_to_its_audit_record_and_exports_the_filtere
         assert!(got.contains("a longer trial") && got.contains("customer success asked"), "{got}");
         assert!(!got.contains("other key"), "the filter applies: {got}");
     }
+    // Paging, the filter kept: the catalog's creation records (one per key)
+    // fill more than one page of 50.
+    b.goto(&format!("{}/console/audit?action=policy_key.create", app.base)).await.unwrap();
+    let seqs = |rows: Vec<fantoccini::elements::Element>| async move {
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r.attr("data-seq").await.unwrap().unwrap().parse::<i64>().unwrap());
+        }
+        out
+    };
+    let first = seqs(b.find_all(Locator::Css("#audit tbody tr")).await.unwrap()).await;
+    assert_eq!(first.len(), 50);
+    b.find(Locator::Id("older")).await.unwrap().click().await.unwrap();
+    wait_for_url(&b, "cursor=").await;
+    assert!(b.current_url().await.unwrap().as_str().contains("action=policy_key.create"));
+    let second = seqs(b.find_all(Locator::Css("#audit tbody tr")).await.unwrap()).await;
+    assert_eq!(first.len() + second.len(), common::catalog_len(), "every key's creation, once");
+    assert!(second.iter().all(|s| s < first.last().unwrap()), "older records: {second:?}");
+    assert!(text(&b, "#audit tbody").await.matches("policy_key.create").count() == second.len());
+    assert!(b.find(Locator::Id("older")).await.is_err(), "the last page");
+    b.find(Locator::Id("newest")).await.unwrap().click().await.unwrap();
+    b.wait().for_element(Locator::Id("audit")).await.unwrap();
+    assert_eq!(seqs(b.find_all(Locator::Css("#audit tbody tr")).await.unwrap()).await, first);
+
     // Without a session the export sends the browser to sign in.
     let bare = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let resp = bare.get(format!("{}/console/audit/export?format=csv", app.base)).send().await.unwrap();
@@ -479,6 +503,13 @@ async fn a_sensitive_write_becomes_a_change_request_that_a_second_admin_approves
     bob.wait().for_element(Locator::Id("cr-state")).await.unwrap();
     assert_eq!(text(&bob, "#cr-state").await, "applied");
     assert_eq!(app.resolve(DEPOSIT, "org_id=acme").await, json!(2500));
+    // The lists by state: no longer pending, now among the applied.
+    bob.goto(&format!("{}/console/change-requests", app.base)).await.unwrap();
+    assert!(text(&bob, "#no-requests").await.contains("No pending change requests"));
+    bob.find(Locator::LinkText("Applied")).await.unwrap().click().await.unwrap();
+    wait_for_url(&bob, "state=applied").await;
+    assert_eq!(text(&bob, "#change-requests tbody .state").await, "applied");
+    assert!(text(&bob, "#change-requests tbody").await.contains(DEPOSIT));
     alice.close().await.unwrap();
     bob.close().await.unwrap();
 }

@@ -1195,7 +1195,7 @@ async fn audit(State(c): State<Console>, headers: HeaderMap, Query(query): Query
                          td { (r["action"].as_str().unwrap_or("")) } td { (r["outcome"].as_str().unwrap_or("")) " " (r["code"].as_str().unwrap_or("")) }
                          td { (r["policy_key"].as_str().unwrap_or("")) }
                          td { (r["scope_level"].as_str().unwrap_or("")) " " (r["scope_id"].as_str().unwrap_or("")) }
-                         td { code { (r["metadata"]) } } }
+                         td.details { code { (r["metadata"]) } } }
                 } }
             } }
             nav.pager {
