@@ -110,7 +110,19 @@ async fn preview(b: &Client, value: &str, reason: &str) {
     let reason_input = b.find(Locator::Id("reason")).await.unwrap();
     reason_input.clear().await.unwrap();
     reason_input.send_keys(reason).await.unwrap();
-    b.find(Locator::Id("preview-button")).await.unwrap().click().await.unwrap();
+    click_and_wait(b, b.find(Locator::Id("preview-button")).await.unwrap()).await;
+}
+
+/// Clicks a button that submits a form and waits for the next page: until
+/// the button's element is gone (stale) and the new page has its heading.
+async fn click_and_wait(b: &Client, button: fantoccini::elements::Element) {
+    button.clone().click().await.unwrap();
+    for _ in 0..200 {
+        if button.is_displayed().await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     b.wait().for_element(Locator::Css("main h1")).await.unwrap();
 }
 
@@ -119,8 +131,7 @@ async fn preview(b: &Client, value: &str, reason: &str) {
 async fn write(b: &Client, value: &str, reason: &str) {
     preview(b, value, reason).await;
     if let Ok(submit) = b.find(Locator::Id("submit-button")).await {
-        submit.click().await.unwrap();
-        b.wait().for_element(Locator::Css("main h1")).await.unwrap();
+        click_and_wait(b, submit).await;
     }
 }
 
@@ -207,8 +218,7 @@ async fn an_admin_signs_in_sees_the_catalog_previews_and_writes_a_value_and_sees
     assert!(text(&b, "#preview-outcome").await.contains("writes it at once"));
     assert_eq!(app.counts().await, before, "a preview writes nothing");
     shot(&b, "key-preview").await;
-    b.find(Locator::Id("submit-button")).await.unwrap().click().await.unwrap();
-    b.wait().for_element(Locator::Css("main h1")).await.unwrap();
+    click_and_wait(&b, b.find(Locator::Id("submit-button")).await.unwrap()).await;
     assert!(body(&b).await.contains("Written."), "{}", body(&b).await);
     assert!(text(&b, "#overrides tbody").await.contains("45"));
     assert_eq!(app.resolve(REFUND, "org_id=acme").await, json!(45));
@@ -283,8 +293,7 @@ async fn an_admin_cancels_a_scheduled_change_from_the_key_page(pool: PgPool) {
     );
     shot(&b, "key").await;
     b.find(Locator::Id("cancel-reason-0")).await.unwrap().send_keys("plan changed").await.unwrap();
-    b.find(Locator::Css("#scheduled form.cancel button")).await.unwrap().click().await.unwrap();
-    b.wait().for_element(Locator::Id("scheduled")).await.unwrap();
+    click_and_wait(&b, b.find(Locator::Css("#scheduled form.cancel button")).await.unwrap()).await;
     assert!(body(&b).await.contains("Cancelled."));
     assert_eq!(text(&b, "#scheduled").await, "Scheduled changes\nNone.");
     let overrides = app.get(&format!("/api/v1/admin/policy-values?key={REFUND}"), &app.auditor).await;
@@ -400,8 +409,7 @@ async fn an_auditor_follows_a_change_to_its_audit_record_and_exports_the_filtere
     assert!(second.iter().all(|s| s < first.last().unwrap()), "older records: {second:?}");
     assert!(text(&b, "#audit tbody").await.matches("policy_key.create").count() == second.len());
     assert!(b.find(Locator::Id("older")).await.is_err(), "the last page");
-    b.find(Locator::Id("newest")).await.unwrap().click().await.unwrap();
-    b.wait().for_element(Locator::Id("audit")).await.unwrap();
+    click_and_wait(&b, b.find(Locator::Id("newest")).await.unwrap()).await;
     assert_eq!(seqs(b.find_all(Locator::Css("#audit tbody tr")).await.unwrap()).await, first);
 
     // Without a session the export sends the browser to sign in.
@@ -499,8 +507,7 @@ async fn a_sensitive_write_becomes_a_change_request_that_a_second_admin_approves
     bob.find(Locator::Css("#change-requests tbody a")).await.unwrap().click().await.unwrap();
     bob.wait().for_element(Locator::Id("decide")).await.unwrap();
     bob.find(Locator::Id("reason")).await.unwrap().send_keys("checked with finance").await.unwrap();
-    bob.find(Locator::Css("button[value=approve]")).await.unwrap().click().await.unwrap();
-    bob.wait().for_element(Locator::Id("cr-state")).await.unwrap();
+    click_and_wait(&bob, bob.find(Locator::Css("button[value=approve]")).await.unwrap()).await;
     assert_eq!(text(&bob, "#cr-state").await, "applied");
     assert_eq!(app.resolve(DEPOSIT, "org_id=acme").await, json!(2500));
     // The lists by state: no longer pending, now among the applied.
@@ -510,6 +517,32 @@ async fn a_sensitive_write_becomes_a_change_request_that_a_second_admin_approves
     wait_for_url(&bob, "state=applied").await;
     assert_eq!(text(&bob, "#change-requests tbody .state").await, "applied");
     assert!(text(&bob, "#change-requests tbody").await.contains(DEPOSIT));
+    // More pending requests than a page (25): Older gives the rest.
+    for i in 0..26 {
+        let body = json!({"key": DEPOSIT, "scope": {"org_id": format!("o{i}")}, "value": 1500 + i,
+                          "old_value": 2500, "reason": "batch"});
+        let reply = app.write(body).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json);
+    }
+    bob.goto(&format!("{}/console/change-requests?state=pending", app.base)).await.unwrap();
+    let numbers = |b: &Client| {
+        let b = b.clone();
+        async move {
+            let mut out = Vec::new();
+            for a in b.find_all(Locator::Css("#change-requests tbody td:first-child a")).await.unwrap() {
+                out.push(a.text().await.unwrap().parse::<i64>().unwrap());
+            }
+            out
+        }
+    };
+    let first = numbers(&bob).await;
+    assert_eq!(first.len(), 25);
+    bob.find(Locator::Id("older")).await.unwrap().click().await.unwrap();
+    wait_for_url(&bob, "before=").await;
+    let second = numbers(&bob).await;
+    assert_eq!(second.len(), 1);
+    assert!(second[0] < *first.iter().min().unwrap(), "{first:?} then {second:?}");
+    assert!(bob.find(Locator::Id("older")).await.is_err(), "the last page");
     alice.close().await.unwrap();
     bob.close().await.unwrap();
 }
