@@ -218,6 +218,15 @@ async fn an_admin_signs_in_sees_the_catalog_previews_and_writes_a_value_and_sees
     assert!(text(&b, "#preview-outcome").await.contains("writes it at once"));
     assert_eq!(app.counts().await, before, "a preview writes nothing");
     shot(&b, "key-preview").await;
+    // A value edited after its preview is previewed again, not written.
+    for value in ["46", "45"] {
+        let input = b.find(Locator::Id("value")).await.unwrap();
+        input.clear().await.unwrap();
+        input.send_keys(value).await.unwrap();
+        click_and_wait(&b, b.find(Locator::Id("submit-button")).await.unwrap()).await;
+        assert_eq!(text(&b, "#preview-after").await, value);
+        assert_eq!(app.counts().await, before, "a changed form is previewed again");
+    }
     click_and_wait(&b, b.find(Locator::Id("submit-button")).await.unwrap()).await;
     assert!(body(&b).await.contains("Written."), "{}", body(&b).await);
     assert!(text(&b, "#overrides tbody").await.contains("45"));
