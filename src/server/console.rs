@@ -249,6 +249,23 @@ fn html_page(markup: Markup) -> Response {
     ([(CONTENT_TYPE, "text/html; charset=utf-8")], markup.into_string()).into_response()
 }
 
+/// A key's approval rule in words: "no", "needs 1 approval", "needs 2 approvals".
+fn approval(required: &Json) -> String {
+    match required.as_i64().unwrap_or(0) {
+        0 => "no".to_string(),
+        1 => "needs 1 approval".to_string(),
+        n => format!("needs {n} approvals"),
+    }
+}
+
+/// A scope id as shown: the global level's empty id (and a missing one) as a dash.
+fn scope_id_text(v: &Json) -> String {
+    match v.as_str() {
+        Some("") | None => "—".to_string(),
+        Some(id) => id.to_string(),
+    }
+}
+
 fn scalar(v: &Json) -> String {
     match v {
         Json::Null => "—".to_string(),
@@ -385,7 +402,7 @@ async fn catalog(State(c): State<Console>, headers: HeaderMap, Query(search): Qu
                     (counts["code"].as_str().unwrap_or("")) ")." }
             }
             div.table-wrap {
-                table #catalog {
+                table.cards #catalog {
                     thead { tr { th { "Key" } th { "Type" } th { "Bounds" } th { "Default" } th { "Global value" }
                         th { "Overrides" } th { "Scheduled" } th { "Approval" } } }
                     tbody {
@@ -393,22 +410,17 @@ async fn catalog(State(c): State<Console>, headers: HeaderMap, Query(search): Qu
                             @let name = k["key"].as_str().unwrap_or("");
                             @let global = &snapshot["values"][name];
                             tr data-key=(name) {
-                                td { a href={ "/console/keys/" (query_encode(name)) } { (name) } }
-                                td { (k["type"].as_str().unwrap_or("")) }
-                                td.bounds { code { (k["bounds"]) } }
-                                td { code { (scalar(&k["default"])) } }
-                                td.global {
+                                td.key { a href={ "/console/keys/" (query_encode(name)) } { (name) } }
+                                td data-label="Type" { (k["type"].as_str().unwrap_or("")) }
+                                td.bounds.clip data-label="Bounds" { code { (k["bounds"]) } }
+                                td.clip data-label="Default" { code { (scalar(&k["default"])) } }
+                                td.global.clip data-label="Global value" {
                                     code { (scalar(&global["value"])) }
                                     @if global["source"]["level"] == "default" { " " span.note { "(default)" } }
                                 }
-                                td.overrides { (count(name, "overrides")) }
-                                td.scheduled { (count(name, "scheduled")) }
-                                td.approval {
-                                    @match k["approvals_required"].as_i64().unwrap_or(0) {
-                                        0 => "no",
-                                        n => { "needs " (n) " approval" @if n > 1 { "s" } }
-                                    }
-                                }
+                                td.overrides data-label="Overrides" { (count(name, "overrides")) }
+                                td.scheduled data-label="Scheduled" { (count(name, "scheduled")) }
+                                td.approval data-label="Approval" { (approval(&k["approvals_required"])) }
                             }
                         }
                     }
@@ -665,7 +677,7 @@ async fn render_key(
                 dt { "Bounds" } dd { code { (def["bounds"]) } }
                 dt { "Default" } dd { code { (scalar(&def["default"])) } }
                 @if os.is_success() { dt { "Global value" } dd #global-value { code { (scalar(&global)) } } }
-                dt { "Needs approval" } dd.approval { (def["approvals_required"]) }
+                dt { "Approval" } dd.approval { (approval(&def["approvals_required"])) }
                 dt { "Description" } dd { (def["description"].as_str().unwrap_or("")) }
             }
             section #resolve {
@@ -683,7 +695,7 @@ async fn render_key(
                     div.table-wrap { table #explain {
                         thead { tr { th { "Level" } th { "Scope id" } th { "State" } th { "Value" } th { "Won" } } }
                         tbody { @for e in resolved["explain"].as_array().into_iter().flatten() {
-                            tr { td { (e["level"].as_str().unwrap_or("")) } td { (scalar(&e["scope_id"])) }
+                            tr { td { (e["level"].as_str().unwrap_or("")) } td { (scope_id_text(&e["scope_id"])) }
                                  td { (e["state"].as_str().unwrap_or("")) } td { code { (scalar(&e["value"])) } }
                                  td { @if e["won"] == true { "✔" } } }
                         } }
