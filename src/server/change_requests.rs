@@ -112,7 +112,9 @@ pub async fn propose(
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     state: Option<String>,
+    #[validate(custom(function = "super::audit::filter_text"))]
     key: Option<String>,
+    #[validate(custom(function = "super::audit::filter_text"))]
     author: Option<String>,
     /// The `number` of the last request of the previous page.
     before: Option<i64>,
@@ -124,6 +126,7 @@ impl FieldRules for ListParams {
     fn code_for(field: &str) -> &'static str {
         match field {
             "limit" => "invalid_limit",
+            "key" | "author" => "invalid_query",
             _ => "validation_failed",
         }
     }
