@@ -201,9 +201,15 @@ db-stop:
 
 # Fuzz the running server against its own OpenAPI document: any 5xx or any
 # response that breaks the schema fails. Schemathesis comes from PyPI into a
-# virtualenv under .dev/.
+# virtualenv under .dev/. Each run starts from a fresh database and is
+# seeded, so that it repeats the one before; .config/schemathesis.toml gives
+# the two admin tokens (approvals need another admin than the author) and
+# future times for half the writes. SCHEMATHESIS_ARGS adds options, e.g.
+# `make schemathesis SCHEMATHESIS_ARGS="--phases stateful --report har"`.
+# What it covers: docs/api.md#make-schemathesis.
 SCHEMATHESIS_VERSION := 4.32.5
 SCHEMATHESIS_ADDR := 127.0.0.1:18089
+SCHEMATHESIS_ARGS ?=
 
 .PHONY: schemathesis
 schemathesis: build
