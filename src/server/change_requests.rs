@@ -229,6 +229,9 @@ async fn decide(
 
 /// The three decisions on a change request: one handler each (its own
 /// route and OpenAPI operation), the same extractors, then `decide`.
+/// (Skipped by rustfmt, which indents the attribute's continuation
+/// lines further on every run inside a macro.)
+#[rustfmt::skip]
 macro_rules! decision_handler {
     ($name:ident, $path:tt, $decision:expr, $answer:tt) => {
         #[utoipa::path(post, path = $path, tag = "governance", request_body = DecisionBody,
