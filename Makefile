@@ -201,13 +201,20 @@ db-stop:
 
 # Fuzz the running server against its own OpenAPI document: any 5xx or any
 # response that breaks the schema fails. Schemathesis comes from PyPI into a
-# virtualenv under .dev/.
+# virtualenv under .dev/. Each run starts from a fresh database and is
+# seeded, so that it repeats the one before; .config/schemathesis.toml gives
+# the two admin tokens (approvals need another admin than the author) and
+# future times for half the writes. SCHEMATHESIS_ARGS adds options, e.g.
+# `make schemathesis SCHEMATHESIS_ARGS="--phases stateful --report har"`.
+# What it covers: docs/api.md#make-schemathesis.
 SCHEMATHESIS_VERSION := 4.32.5
 SCHEMATHESIS_ADDR := 127.0.0.1:18089
+SCHEMATHESIS_ARGS ?=
 
 .PHONY: schemathesis
 schemathesis: build
-	@URL=$$($(DEV_DB) policy_values_schemathesis)
+	@$(DEV_DB) --drop policy_values_schemathesis
+	URL=$$($(DEV_DB) policy_values_schemathesis)
 	VENV=.dev/schemathesis-venv
 	if ! "$$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$(SCHEMATHESIS_VERSION)"; then
 		echo "==> installing schemathesis $(SCHEMATHESIS_VERSION) from PyPI" >&2
@@ -216,16 +223,18 @@ schemathesis: build
 	fi
 	export DATABASE_URL="$$URL"
 	$(BIN) migrate >/dev/null
-	TOKEN=$$($(BIN) token create --role admin --name schemathesis | tail -n 1)
+	SCHEMATHESIS_TOKEN=$$($(BIN) token create --role admin --name schemathesis | tail -n 1)
+	SCHEMATHESIS_APPROVER_TOKEN=$$($(BIN) token create --role admin --name schemathesis-approver | tail -n 1)
+	export SCHEMATHESIS_TOKEN SCHEMATHESIS_APPROVER_TOKEN
 	POLICY_VALUES_ADDR=$(SCHEMATHESIS_ADDR) POLICY_VALUES_WRITE_RATE=100000 POLICY_VALUES_WRITE_BURST=100000 \
 		$(BIN) serve --skip-migrate > .dev/schemathesis-server.log 2>&1 &
 	SERVER=$$!
-	trap 'kill $$SERVER 2>/dev/null || true; $(BIN) token revoke schemathesis >/dev/null 2>&1 || true' EXIT
+	trap 'kill $$SERVER 2>/dev/null || true; for t in schemathesis schemathesis-approver; do $(BIN) token revoke $$t >/dev/null 2>&1 || true; done' EXIT
 	for _ in $$(seq 1 100); do curl -fs http://$(SCHEMATHESIS_ADDR)/readyz >/dev/null && break; sleep 0.1; done
 	echo "==> schemathesis run http://$(SCHEMATHESIS_ADDR)/api/v1/openapi.json" >&2
-	"$$VENV/bin/schemathesis" run http://$(SCHEMATHESIS_ADDR)/api/v1/openapi.json \
-		-H "Authorization: Bearer $$TOKEN" --checks not_a_server_error,response_schema_conformance \
-		--max-examples 50 --seed 1 --no-color
+	"$$VENV/bin/schemathesis" --config-file .config/schemathesis.toml run http://$(SCHEMATHESIS_ADDR)/api/v1/openapi.json \
+		--checks not_a_server_error,response_schema_conformance \
+		--max-examples 50 --seed 1 --no-color $(SCHEMATHESIS_ARGS)
 
 # Lint a live /metrics page with promtool (Debian's `prometheus` package,
 # installed with apt-get when missing): every metric has # HELP and # TYPE,

@@ -255,8 +255,62 @@ async fn the_openapi_document_describes_every_route_and_needs_no_token(pool: PgP
     assert_eq!((org["schema"]["minLength"].as_i64(), org["schema"]["maxLength"].as_i64()), (Some(1), Some(256)));
     let key = resolve.iter().find(|p| p["name"] == "key").unwrap();
     assert_eq!(key["schema"]["enum"].as_array().map(Vec::len), Some(common::catalog_len()));
+    // The scope: {} or one level field with its id; the time a schedule;
+    // old_value's example the catalog default (what a fresh scope replaces).
+    let refund = &refund.unwrap()["properties"];
+    assert_eq!(refund["scope"]["maxProperties"], 1);
+    assert_eq!(refund["scope"]["propertyNames"]["enum"], json!(["user_id", "project_id", "org_id", "plan"]));
+    assert_eq!(refund["scope"]["additionalProperties"]["maxLength"], 256);
+    assert_eq!(refund["old_value"]["examples"], json!([30]));
+    assert_eq!(refund["effective_at"]["format"], "date-time");
+    assert!(refund["effective_at"]["pattern"].as_str().is_some_and(|p| p.starts_with('^')), "{refund}");
+    // The bodies that hold only a reason refuse anything else, as the server does.
+    for body in ["CancelBody", "DecisionBody"] {
+        let schema = &doc.json["components"]["schemas"][body];
+        assert_eq!(
+            (&schema["additionalProperties"], &schema["required"]),
+            (&json!(false), &json!(["reason"])),
+            "{body}"
+        );
+        assert_eq!(
+            (
+                schema["properties"]["reason"]["minLength"].as_i64(),
+                schema["properties"]["reason"]["maxLength"].as_i64()
+            ),
+            (Some(1), Some(1000)),
+            "{body}"
+        );
+    }
+    let list = doc.json["paths"]["/api/v1/admin/change-requests"]["get"]["parameters"].as_array().unwrap();
+    let param = |name: &str| list.iter().find(|p| p["name"] == name).unwrap()["schema"].clone();
+    assert_eq!(param("limit")["maximum"], 200, "a change request page is at most 200, not the audit's 1,000");
+    assert_eq!(param("state")["enum"].as_array().map(Vec::len), Some(7));
+    assert!(param("author")["pattern"].is_string(), "a filter text has no control characters");
+
+    // Links: from what a write answers to what a client does next, by id.
     let link = &write["responses"]["201"]["links"]["CancelTheScheduledChange"];
     assert_eq!(link["parameters"]["id"], "$response.body#/value/id", "a write links to cancelling it: {link}");
+    assert_eq!(link["operationId"], "cancel");
+    let accepted = &write["responses"]["202"]["links"];
+    for (name, operation) in [
+        ("ShowTheChangeRequest", "show"),
+        ("ApproveTheChangeRequest", "approve"),
+        ("RejectTheChangeRequest", "reject"),
+        ("WithdrawTheChangeRequest", "withdraw"),
+    ] {
+        assert_eq!(accepted[name]["operationId"], operation, "{name}: {accepted}");
+        assert_eq!(accepted[name]["parameters"]["id"], "$response.body#/id", "{name}");
+    }
+    assert_eq!(write["responses"]["409"]["$ref"], "#/components/responses/WriteConflict");
+    let conflict = &doc.json["components"]["responses"]["WriteConflict"];
+    let retry = &conflict["links"]["RetryWithTheCurrentValue"];
+    assert_eq!(retry["operationId"], "write");
+    assert_eq!(retry["requestBody"]["old_value"], "$response.body#/details/current_value");
+    assert_eq!(retry["requestBody"]["key"], "$request.body#/key");
+    assert_eq!(
+        conflict["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",
+        "the conflict answers the shared error body"
+    );
     assert_eq!(doc.json["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
 }
 
@@ -309,8 +363,21 @@ async fn every_success_answer_in_the_live_openapi_document_has_a_named_schema_an
                         checked += 1;
                     }
                 } else if status.starts_with('4') || status.starts_with('5') {
+                    // The shared error, or (the write's 409) the shared error
+                    // with a link to retry.
                     let reference = &operation["responses"][status]["$ref"];
-                    assert_eq!(reference, "#/components/responses/Error", "{method} {path} {status}: the shared error");
+                    let shared = if (path.as_str(), method.as_str(), status.as_str())
+                        == ("/api/v1/admin/policy-values", "post", "409")
+                    {
+                        "#/components/responses/WriteConflict"
+                    } else {
+                        "#/components/responses/Error"
+                    };
+                    assert_eq!(reference, shared, "{method} {path} {status}: the shared error");
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
                 }
             }
         }
@@ -321,7 +388,7 @@ async fn every_success_answer_in_the_live_openapi_document_has_a_named_schema_an
     let write = &doc["paths"]["/api/v1/admin/policy-values"]["post"]["responses"];
     assert_eq!(write["201"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Written");
     assert_eq!(write["200"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Unchanged");
-    for status in ["400", "401", "403", "409", "413", "415", "422", "429", "503"] {
+    for status in ["400", "401", "403", "413", "415", "422", "429", "503"] {
         assert_eq!(write[status]["$ref"], "#/components/responses/Error", "write {status}");
     }
     let resolve = &doc["components"]["schemas"]["Resolution"]["properties"];

@@ -50,8 +50,9 @@ impl FieldRules for AuditParams {
     }
 }
 
-/// A filter text: at most 1,000 bytes, no control characters.
-fn filter_text(text: &str) -> Result<(), validator::ValidationError> {
+/// A filter text: at most 1,000 bytes, no control characters (PostgreSQL
+/// refuses a NUL in a text parameter; the rest could never match).
+pub(super) fn filter_text(text: &str) -> Result<(), validator::ValidationError> {
     if text.len() > 1000 {
         let mut error =
             validator::ValidationError::new("max_bytes").with_message("filters are at most 1,000 bytes".into());

@@ -112,7 +112,9 @@ pub async fn propose(
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     state: Option<String>,
+    #[validate(custom(function = "super::audit::filter_text"))]
     key: Option<String>,
+    #[validate(custom(function = "super::audit::filter_text"))]
     author: Option<String>,
     /// The `number` of the last request of the previous page.
     before: Option<i64>,
@@ -124,6 +126,7 @@ impl FieldRules for ListParams {
     fn code_for(field: &str) -> &'static str {
         match field {
             "limit" => "invalid_limit",
+            "key" | "author" => "invalid_query",
             _ => "validation_failed",
         }
     }
@@ -224,41 +227,33 @@ async fn decide(
     Ok(Json(json!(decided)))
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/change-requests/{id}/approve", tag = "governance", request_body = DecisionBody,
-    params(("id" = String, Path)),
-    responses((status = 200, description = "the request; applied or scheduled once it has its approvals", body = super::schemas::ChangeRequest)))]
-pub async fn approve(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Valid(JsonBody(body)): Valid<JsonBody<DecisionBody>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    decide(state, principal, id, headers, body, Decision::Approve).await
+/// The three decisions on a change request: one handler each (its own
+/// route and OpenAPI operation), the same extractors, then `decide`.
+/// (Skipped by rustfmt, which indents the attribute's continuation
+/// lines further on every run inside a macro.)
+#[rustfmt::skip]
+macro_rules! decision_handler {
+    ($name:ident, $path:tt, $decision:expr, $answer:tt) => {
+        #[utoipa::path(post, path = $path, tag = "governance", request_body = DecisionBody,
+            params(("id" = String, Path)),
+            responses((status = 200, description = $answer, body = super::schemas::ChangeRequest)))]
+        pub async fn $name(
+            State(state): State<AppState>,
+            Extension(principal): Extension<Principal>,
+            Path(id): Path<String>,
+            headers: HeaderMap,
+            Valid(JsonBody(body)): Valid<JsonBody<DecisionBody>>,
+        ) -> Result<Json<serde_json::Value>, ApiError> {
+            decide(state, principal, id, headers, body, $decision).await
+        }
+    };
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/change-requests/{id}/reject", tag = "governance", request_body = DecisionBody,
-    params(("id" = String, Path)),
-    responses((status = 200, description = "the rejected request", body = super::schemas::ChangeRequest)))]
-pub async fn reject(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Valid(JsonBody(body)): Valid<JsonBody<DecisionBody>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    decide(state, principal, id, headers, body, Decision::Reject).await
-}
-
-#[utoipa::path(post, path = "/api/v1/admin/change-requests/{id}/withdraw", tag = "governance", request_body = DecisionBody,
-    params(("id" = String, Path)),
-    responses((status = 200, description = "the withdrawn request", body = super::schemas::ChangeRequest)))]
-pub async fn withdraw(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Valid(JsonBody(body)): Valid<JsonBody<DecisionBody>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    decide(state, principal, id, headers, body, Decision::Withdraw).await
-}
+decision_handler!(
+    approve,
+    "/api/v1/admin/change-requests/{id}/approve",
+    Decision::Approve,
+    "the request; applied or scheduled once it has its approvals"
+);
+decision_handler!(reject, "/api/v1/admin/change-requests/{id}/reject", Decision::Reject, "the rejected request");
+decision_handler!(withdraw, "/api/v1/admin/change-requests/{id}/withdraw", Decision::Withdraw, "the withdrawn request");
