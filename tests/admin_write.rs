@@ -377,6 +377,10 @@ async fn field_rules_answer_422_naming_every_failing_field_and_rule(pool: PgPool
     let app = TestApp::spawn(pool).await;
     let mut bad = body(json!({"org_id": "acme"}), json!(45), json!(30));
     bad["reason"] = json!(format!("{}\u{1b}", "x".repeat(1000)));
+    // The preview runs the same field rules as the write.
+    let preview = app.post("/api/v1/admin/policy-values/preview", &app.admin, &bad).await;
+    assert_eq!((preview.status, preview.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_reason"));
+    assert_eq!(preview.json["details"]["errors"].as_array().map(Vec::len), Some(2), "{}", preview.json);
     let reply = app.write(bad).await;
     assert_eq!((reply.status, reply.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_reason"));
     let errors = &reply.json["details"]["errors"];

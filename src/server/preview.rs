@@ -12,7 +12,7 @@ use serde_json::json;
 use super::admin::WriteBody;
 use super::change_requests::check_scope;
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, Valid};
 use super::read::key_def;
 use super::AppState;
 use crate::domain::{KeyDef, Level, Value};
@@ -35,7 +35,7 @@ struct Shadow {
 pub async fn preview(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    JsonBody(body): JsonBody<WriteBody>,
+    Valid(JsonBody(body)): Valid<JsonBody<WriteBody>>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let def = key_def(&state, body.key()).await?;
     let change = body.into_change(&def)?;
