@@ -4,8 +4,11 @@
 //! (200) at FANOUT_RATE per second (20). For every delivery, the latency from
 //! the write's 201 reaching the writer to the event reaching the subscriber
 //! (both in this process, one monotonic clock); the server's resident memory
-//! before and after the subscribers join; and the database connections
-//! open on the benchmark database before and after.
+//! before and after the subscribers join; the database connections open
+//! on the benchmark database before and after; and the CPU seconds the
+//! server and this process spent per 1,000 deliveries. The subscribers are
+//! bare TCP connections (no HTTP client each), so that this process leaves
+//! the CPU to the server; each checks it got every event once, in order.
 //!
 //! Run by scripts/bench-load.sh (make bench), which builds the server,
 //! raises the file-descriptor limit and sets POLICY_VALUES_BIN.
@@ -15,11 +18,13 @@ mod common;
 #[path = "support/server.rs"]
 mod server;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 
 const KEY: &str = "allocation.max_concurrent_per_user";
@@ -67,6 +72,14 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
 
     let connections_before = server::database_connections(&pool).await;
     let rss_before = server.rss_bytes();
+    let server_pid = server.pid.to_string();
+    let addr: SocketAddr = base.trim_start_matches("http://").parse().expect("the server's address");
+    let request: Arc<[u8]> = format!(
+        "GET /api/v1/changes HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {reader}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .into_bytes()
+    .into();
+    let cpu_before_join = (cpu_seconds(&server_pid), cpu_seconds("self"));
 
     // Subscribers: each records (position, arrival) for every event.
     let joined = Arc::new(AtomicUsize::new(0));
@@ -76,9 +89,9 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
-        let (http, base, reader, joined, failed, gate, stop) =
-            (http.clone(), base.clone(), reader.clone(), joined.clone(), failed.clone(), gate.clone(), stop_rx.clone());
-        tasks.push(tokio::spawn(async move { subscribe(http, base, reader, joined, failed, gate, stop).await }));
+        let (request, joined, failed, gate, stop) =
+            (request.clone(), joined.clone(), failed.clone(), gate.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(subscribe(addr, request, joined, failed, gate, stop)));
     }
     let join_deadline = Instant::now() + Duration::from_secs(180);
     while joined.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < subscribers
@@ -92,6 +105,7 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = server.rss_bytes();
     let connections_after = server::database_connections(&pool).await;
+    let cpu_joined = (cpu_seconds(&server_pid), cpu_seconds("self"));
     println!(
         "fan-out: {subscribed} of {subscribers} subscribers joined in {:.1} s ({} failed)",
         join_time.as_secs_f64(),
@@ -103,6 +117,7 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     let mut writers = Vec::with_capacity(writes);
     let writes_started = Instant::now();
+    let cpu_before_writes = (cpu_seconds(&server_pid), cpu_seconds("self"));
     for i in 0..writes {
         ticker.tick().await;
         let (http, base, admin, value) = (http.clone(), base.clone(), admin.clone(), value.clone());
@@ -135,23 +150,36 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
     tokio::pin!(deadline);
     let mut latencies = Vec::with_capacity(subscribed * writes);
     let mut from_sent = Vec::with_capacity(subscribed * writes);
-    let (mut delivered, mut unknown) = (0usize, 0usize);
+    let (mut delivered, mut unknown, mut disordered, mut complete) = (0usize, 0usize, 0usize, 0usize);
     for task in tasks {
         let events = tokio::select! {
             r = task => r.unwrap_or_default(),
             () = &mut deadline => Vec::new(),
         };
+        // Every write's event exactly once, in order: positions strictly
+        // increasing, each one a write's, as many as there were writes.
+        let mut previous = i64::MIN;
+        let mut ours = 0;
         for (seq, at) in events {
+            if seq <= previous {
+                disordered += 1;
+            }
+            previous = previous.max(seq);
             match commits.get(&seq) {
                 Some((sent, committed)) => {
                     delivered += 1;
+                    ours += 1;
                     latencies.push(signed_ms(at, *committed));
                     from_sent.push(signed_ms(at, *sent));
                 }
                 None => unknown += 1,
             }
         }
+        complete += usize::from(ours == commits.len());
     }
+    // The subscribers have all returned (or the deadline passed): the CPU
+    // each process spent on the writes and their deliveries.
+    let cpu_after_writes = (cpu_seconds(&server_pid), cpu_seconds("self"));
     drop(server);
     latencies.sort_by(f64::total_cmp);
     from_sent.sort_by(f64::total_cmp);
@@ -160,11 +188,26 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
     let pct = |p: f64| if latencies.is_empty() { f64::NAN } else { common::percentile(&latencies, p) };
     println!(
         "fan-out: {} writes in {write_seconds:.1} s (201 in p50 {:.1} ms, p99 {:.1} ms); {delivered} of {expected} deliveries \
-         ({} missing, {unknown} other events)",
+         ({} missing, {disordered} out of order or repeated, {unknown} other events; \
+         {complete} of {subscribed} subscribers got every event exactly once, in order)",
         commits.len(),
         common::percentile(&write_latencies, 50.0),
         common::percentile(&write_latencies, 99.0),
         expected - delivered.min(expected),
+    );
+    let per_thousand = |cpu: f64| cpu / delivered.max(1) as f64 * 1000.0;
+    let (server_cpu, tool_cpu) = (cpu_after_writes.0 - cpu_before_writes.0, cpu_after_writes.1 - cpu_before_writes.1);
+    println!(
+        "fan-out CPU per 1,000 deliveries (utime+stime, /proc/<pid>/stat, from the first write to the last subscriber \
+         done, the writes' own work included): server {:.3} s, load tool {:.3} s ({server_cpu:.2} s and {tool_cpu:.2} s \
+         for {delivered} deliveries)",
+        per_thousand(server_cpu),
+        per_thousand(tool_cpu),
+    );
+    println!(
+        "fan-out CPU to join {subscribed} subscribers (and settle 2 s): server {:.2} s, load tool {:.2} s",
+        cpu_joined.0 - cpu_before_join.0,
+        cpu_joined.1 - cpu_before_join.1,
     );
     println!(
         "fan-out latency, 201 at the writer -> event at the subscriber, {subscribed} subscribers: \
@@ -195,75 +238,220 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize) {
     );
 }
 
-/// One subscription: opens the feed, counts itself joined, then records
-/// every event's position and arrival until the last write's event (once
-/// the writer says which it is), 30 s after that, or the end of the stream.
+/// One subscription over a bare TCP connection, as lean as a subscriber
+/// can be, so that this process leaves the CPU to the server: it sends the
+/// GET itself, checks the response head, then decodes the chunked body and
+/// scans it for `id:` lines, recording each event's position and arrival
+/// until the last write's event (once the writer says which it is), 30 s
+/// after that, or the end of the stream.
 async fn subscribe(
-    http: reqwest::Client,
-    base: String,
-    token: String,
+    addr: SocketAddr,
+    request: Arc<[u8]>,
     joined: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
     gate: Arc<Semaphore>,
     mut stop: watch::Receiver<Option<i64>>,
 ) -> Vec<(i64, Instant)> {
     let permit = gate.acquire().await.expect("gate");
-    let response = http.get(format!("{base}/api/v1/changes")).bearer_auth(&token).send().await;
+    let opened = open(addr, &request).await;
     drop(permit);
-    let mut response = match response {
-        Ok(r) if r.status().is_success() => r,
-        _ => {
-            failed.fetch_add(1, Ordering::Relaxed);
+    let (stream, mut body) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                eprintln!("fan-out: a subscription failed: {e}");
+            }
             return Vec::new();
         }
     };
     joined.fetch_add(1, Ordering::Relaxed);
-    let mut events = Vec::new();
-    let mut pending: Vec<u8> = Vec::new();
-    let mut max_seen = i64::MIN;
+    let mut raw = vec![0u8; 16 * 1024];
+    let mut events = Vec::with_capacity(256);
+    // The events already in the response head's read, if any.
+    body.scan(Instant::now(), &mut events);
     // Once the writer names the last write: at most 30 s more.
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
+        if let (Some(&(seen, _)), Some(last)) = (events.last(), *stop.borrow()) {
+            if seen >= last {
+                break;
+            }
+        }
         let until = async move {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
-        let chunk = tokio::select! {
-            c = response.chunk() => c,
+        tokio::select! {
+            r = stream.readable() => if r.is_err() { break },
             r = stop.changed(), if deadline.is_none() => {
-                let last = *stop.borrow();
-                match last {
-                    Some(l) if r.is_ok() && max_seen < l => {
-                        deadline = Some(tokio::time::Instant::now() + Duration::from_secs(30));
-                        continue;
-                    }
-                    _ => break,
+                if r.is_err() {
+                    break;
                 }
+                deadline = Some(tokio::time::Instant::now() + Duration::from_secs(30));
+                continue;
             }
             () = until => break,
-        };
-        let Ok(Some(bytes)) = chunk else { break };
-        let at = Instant::now();
-        pending.extend_from_slice(&bytes);
-        let mut start = 0;
-        while let Some(end) = pending[start..].windows(2).position(|w| w == b"\n\n") {
-            let event = &pending[start..start + end];
-            if let Some(id) = event.split(|b| *b == b'\n').find_map(|l| l.strip_prefix(b"id: ")) {
-                if let Some(seq) = std::str::from_utf8(id).ok().and_then(|s| s.trim().parse::<i64>().ok()) {
-                    events.push((seq, at));
-                    max_seen = max_seen.max(seq);
-                    if stop.borrow().is_some_and(|l| seq >= l) {
-                        return events;
-                    }
+        }
+        match stream.try_read(&mut raw) {
+            Ok(0) => break,
+            Ok(n) => {
+                let at = Instant::now();
+                if !body.feed(&raw[..n], at, &mut events) {
+                    break;
                 }
             }
-            start += end + 2;
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
         }
-        pending.drain(..start);
     }
     events
+}
+
+/// Connects, sends the GET and reads the response head: 200, chunked.
+async fn open(addr: SocketAddr, request: &[u8]) -> Result<(TcpStream, Body), String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let mut sent = 0;
+    while sent < request.len() {
+        stream.writable().await.map_err(|e| e.to_string())?;
+        match stream.try_write(&request[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("send: {e}")),
+        }
+    }
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        stream.readable().await.map_err(|e| e.to_string())?;
+        match stream.try_read(&mut buf) {
+            Ok(0) => return Err("closed before the response head".into()),
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(format!("read: {e}")),
+        }
+        if let Some(end) = find(&head, b"\r\n\r\n") {
+            break end + 4;
+        }
+        if head.len() > 64 * 1024 {
+            return Err("response head too long".into());
+        }
+    };
+    let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
+    if !text.starts_with("http/1.1 200") {
+        return Err(text.lines().next().unwrap_or("").to_string());
+    }
+    if !text.contains("\r\ntransfer-encoding: chunked\r\n") || !text.contains("\r\ncontent-type: text/event-stream") {
+        return Err(format!("not a chunked event stream: {text}"));
+    }
+    let mut body = Body::default();
+    body.pending.extend_from_slice(&head[end..]);
+    Ok((stream, body))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A chunked (HTTP/1.1) body of server-sent events, decoded as it comes.
+#[derive(Default)]
+struct Body {
+    /// Bytes received and not yet decoded (an incomplete chunk-size line).
+    pending: Vec<u8>,
+    /// Data bytes left in the current chunk, then its CRLF.
+    left: usize,
+    in_chunk: bool,
+    /// The CRLF after a chunk's data still to skip.
+    crlf: usize,
+    /// The current line of the event stream, when a read ended inside it.
+    line: Vec<u8>,
+    /// The `id:` of the event being read.
+    id: Option<i64>,
+    /// The zero-size chunk came: the stream ended.
+    ended: bool,
+}
+
+impl Body {
+    /// Decodes what was already received (after the response head).
+    fn scan(&mut self, at: Instant, events: &mut Vec<(i64, Instant)>) {
+        let pending = std::mem::take(&mut self.pending);
+        self.feed(&pending, at, events);
+    }
+
+    /// Decodes `bytes`, recording each complete event's id with `at`;
+    /// false once the stream has ended or is not well formed.
+    fn feed(&mut self, mut bytes: &[u8], at: Instant, events: &mut Vec<(i64, Instant)>) -> bool {
+        while !bytes.is_empty() && !self.ended {
+            if self.crlf > 0 {
+                let n = self.crlf.min(bytes.len());
+                self.crlf -= n;
+                bytes = &bytes[n..];
+            } else if self.in_chunk {
+                let n = self.left.min(bytes.len());
+                self.lines(&bytes[..n], at, events);
+                self.left -= n;
+                bytes = &bytes[n..];
+                if self.left == 0 {
+                    self.in_chunk = false;
+                    self.crlf = 2;
+                }
+            } else {
+                // A chunk-size line, possibly split across reads.
+                let Some(nl) = bytes.iter().position(|b| *b == b'\n') else {
+                    self.pending.extend_from_slice(bytes);
+                    return true;
+                };
+                self.pending.extend_from_slice(&bytes[..nl]);
+                bytes = &bytes[nl + 1..];
+                let line = std::mem::take(&mut self.pending);
+                let hex = line.split(|b| *b == b';' || *b == b'\r').next().unwrap_or(&[]);
+                let Some(size) = std::str::from_utf8(hex).ok().and_then(|h| usize::from_str_radix(h.trim(), 16).ok())
+                else {
+                    return false;
+                };
+                if size == 0 {
+                    self.ended = true;
+                } else {
+                    self.left = size;
+                    self.in_chunk = true;
+                }
+            }
+        }
+        !self.ended
+    }
+
+    /// Event-stream data: lines; an empty line ends an event.
+    fn lines(&mut self, mut data: &[u8], at: Instant, events: &mut Vec<(i64, Instant)>) {
+        while let Some(nl) = data.iter().position(|b| *b == b'\n') {
+            let line = if self.line.is_empty() {
+                &data[..nl]
+            } else {
+                self.line.extend_from_slice(&data[..nl]);
+                &self.line[..]
+            };
+            if line.is_empty() {
+                if let Some(id) = self.id.take() {
+                    events.push((id, at));
+                }
+            } else if let Some(id) = line.strip_prefix(b"id:") {
+                self.id = std::str::from_utf8(id).ok().and_then(|s| s.trim().parse().ok());
+            }
+            self.line.clear();
+            data = &data[nl + 1..];
+        }
+        self.line.extend_from_slice(data);
+    }
+}
+
+/// CPU seconds (user + system) a process has used so far, from
+/// `/proc/<pid>/stat` (fields 14 and 15, in USER_HZ: 100 per second).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces: the fields after it follow the ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// `at - since` in milliseconds, negative when `at` came first.

@@ -42,7 +42,7 @@ pub fn install() {
 
 /// Every metric the server exports, with the `# HELP` text `/metrics`
 /// shows for it (docs/operations.md has the same table).
-const COUNTERS: [(&str, &str); 12] = [
+const COUNTERS: [(&str, &str); 13] = [
     ("policy_values_http_requests_total", "HTTP requests answered, by route template, method and status."),
     (
         "policy_values_admin_writes_total",
@@ -70,6 +70,10 @@ const COUNTERS: [(&str, &str); 12] = [
     ),
     ("policy_values_feed_resets_total", "Change-feed subscribers told to reload because their gap was no longer held."),
     ("policy_values_bootstrap_builds_total", "Bootstrap documents built (once per position at most)."),
+    (
+        "policy_values_token_lookups_total",
+        "Bearer tokens looked up in the database (not cached; concurrent first uses of one token count once).",
+    ),
 ];
 
 const GAUGES: [(&str, &str); 4] = [

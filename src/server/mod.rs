@@ -290,9 +290,53 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes; in-flight requests finish first.
+    ///
+    /// HTTP/1.1 only, one task per connection, straight onto hyper's HTTP/1
+    /// connection: no protocol sniffing or upgrade handling per connection
+    /// (the API serves neither HTTP/2 nor upgrades), and `TCP_NODELAY`, so a
+    /// change-feed event is sent the moment it is written.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let http1 = hyper::server::conn::http1::Builder::new();
+        let service = hyper_util::service::TowerToHyperService::new(self.router);
+        tokio::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        accept_failed(e).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+            let connection =
+                graceful.watch(http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone()));
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::trace!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        graceful.shutdown().await;
+        Ok(())
     }
+}
+
+/// After a failed accept: a connection that went away before it was taken
+/// is nothing; anything else (out of file descriptors) is waited out.
+async fn accept_failed(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %error, "accept failed; retrying in 1 s");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }
 
 /// Completes on Ctrl-C or SIGTERM.

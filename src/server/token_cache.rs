@@ -9,6 +9,12 @@
 //! when the listener is back. A generation counter keeps a lookup that raced
 //! a revocation from caching the stale answer.
 //!
+//! Concurrent first verifications of one token make one lookup: the others
+//! wait for it and take its answer (a burst of subscriptions with a new
+//! token would otherwise open as many database connections). They share it
+//! only within one generation, so a request that arrives after a token
+//! change never takes an answer read before it.
+//!
 //! With a file (beside the server's snapshot file), the verified tokens are
 //! kept there too, so a server that starts while the database is away can
 //! still verify them, for the grace after the file was last written by a
@@ -36,8 +42,29 @@ struct Entry {
     vouched_ms: Option<u64>,
 }
 
+/// The answer of one lookup, for every request that waited for it.
+type Answer = Result<Option<Principal>, Failure>;
+
+/// A failed lookup, told to each request that waited for it.
+#[derive(Clone)]
+enum Failure {
+    Database(Arc<sqlx::Error>),
+    Other(String),
+}
+
+impl From<Failure> for StoreError {
+    fn from(failure: Failure) -> StoreError {
+        match failure {
+            Failure::Database(e) => StoreError::Shared(e),
+            Failure::Other(message) => StoreError::Corrupt(message),
+        }
+    }
+}
+
 pub struct TokenCache {
     entries: DashMap<Vec<u8>, Entry>,
+    /// Lookups in flight, by token hash and the generation they started in.
+    inflight: DashMap<(Vec<u8>, u64), Arc<tokio::sync::OnceCell<Answer>>>,
     generation: AtomicU64,
     listening: AtomicBool,
     /// When the listener was lost (ms since the epoch), 0 while listening.
@@ -60,6 +87,7 @@ impl TokenCache {
     pub fn new(grace: Duration, file: Option<PathBuf>) -> TokenCache {
         let cache = TokenCache {
             entries: DashMap::new(),
+            inflight: DashMap::new(),
             generation: AtomicU64::new(0),
             listening: AtomicBool::new(false),
             lost_at_ms: AtomicU64::new(0),
@@ -78,17 +106,34 @@ impl TokenCache {
             return Ok(Some(principal));
         }
         let generation = self.generation.load(Ordering::SeqCst);
+        let flight = (hash, generation);
+        let cell = Arc::clone(&*self.inflight.entry(flight.clone()).or_default());
+        // The first request runs the lookup; the others wait for its answer
+        // (if it is cancelled, the next one waiting runs it).
+        let answer = cell.get_or_init(|| self.lookup(pool, token, &flight.0, generation)).await.clone();
+        self.inflight.remove_if(&flight, |_, c| Arc::ptr_eq(c, &cell));
+        answer.map_err(StoreError::from)
+    }
+
+    /// Asks the database; caches a token found if no change came meanwhile.
+    async fn lookup(&self, pool: &PgPool, token: &str, hash: &[u8], generation: u64) -> Answer {
+        metrics::counter!("policy_values_token_lookups_total").increment(1);
         let found = if self.listening.load(Ordering::SeqCst) {
-            tokens::authenticate(pool, token).await?
+            tokens::authenticate(pool, token).await
         } else {
             // Probably no database: do not hold the request for long.
             tokio::time::timeout(LOOKUP_WHILE_LOST, tokens::authenticate(pool, token))
                 .await
-                .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))??
+                .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolTimedOut)))
         };
+        let found = found.map_err(|e| match e {
+            StoreError::Database(e) => Failure::Database(Arc::new(e)),
+            StoreError::Shared(e) => Failure::Database(e),
+            other => Failure::Other(other.to_string()),
+        })?;
         if let Some(principal) = &found {
             if self.listening.load(Ordering::SeqCst) && self.generation.load(Ordering::SeqCst) == generation {
-                self.entries.insert(hash, Entry { principal: principal.clone(), vouched_ms: None });
+                self.entries.insert(hash.to_vec(), Entry { principal: principal.clone(), vouched_ms: None });
                 self.dirty.store(true, Ordering::SeqCst);
             }
         }
