@@ -224,3 +224,44 @@ async fn the_bootstrap_holds_the_catalog_and_every_row_in_force_with_its_positio
     assert_eq!(gzipped.headers()["content-encoding"], "gzip");
     assert_eq!(&gzipped.bytes().await.unwrap()[..2], &[0x1f, 0x8b]);
 }
+
+#[sqlx::test]
+async fn a_shutdown_ends_open_feed_streams_instead_of_waiting_for_them_forever(pool: PgPool) {
+    // A second server on the same database, one the test can stop.
+    let app = TestApp::spawn_with(pool, &config(FeedConfig::default())).await;
+    let server =
+        policy_values::server::Application::build_with(app.pool.clone(), "127.0.0.1:0", &config(FeedConfig::default()))
+            .await
+            .unwrap();
+    let base = format!("http://127.0.0.1:{}", server.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let start: i64 = sqlx::query_scalar("select max(seq) from policy_key_changes").fetch_one(&app.pool).await.unwrap();
+    let mut feed = Sse::connect(&base, &app.reader, Some(start)).await;
+    writes(&app, "acme", 120, 1).await;
+    let before = feed.events(1).await;
+    assert_eq!(before[0].json()["value"], json!(121));
+
+    stop.send(()).unwrap();
+    // Bounded only so that a regression fails instead of hanging the suite;
+    // the grace before a forced stop is 30 s, so 20 s tells the two apart.
+    let ended = tokio::time::timeout(Duration::from_secs(20), running).await;
+    assert!(ended.is_ok(), "the server did not stop while a feed stream was open");
+    ended.unwrap().unwrap().unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut rest = Vec::new();
+        while let Some(e) = feed.next().await {
+            rest.push(e);
+        }
+        rest
+    })
+    .await
+    .expect("the stream ended with the server");
+    assert!(rest.iter().all(|e| e.comment), "nothing but heartbeats after the last change: {:?}", rest.len());
+    // The subscriber resumes by id on the other server and misses nothing.
+    writes(&app, "acme", 121, 1).await;
+    let mut resumed = Sse::connect(&app.base, &app.reader, before[0].id).await;
+    assert_eq!(resumed.events(1).await[0].json()["value"], json!(122));
+}

@@ -16,7 +16,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::error::ApiError;
 use super::extract::QueryParams;
-use super::feed::{reset_frame, Frame, Start};
+use super::feed::{reset_frame, Frame, Start, CLOSING};
 use super::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -62,6 +62,7 @@ pub async fn changes(
     let after = resume_after(&headers, &params)?;
     let body = match state.feed.subscribe(after) {
         Start::NotReady => return Err(ApiError::database_unavailable()),
+        Start::Closed => return Err(ApiError::shutting_down()),
         Start::Reset { horizon } => {
             metrics::counter!("policy_values_feed_resets_total").increment(1);
             Body::from(reset_frame(horizon))
@@ -115,6 +116,7 @@ fn follow(
         }
         loop {
             match s.live.recv().await {
+                Ok(frame) if frame.seq == CLOSING => return None,
                 Ok(frame) if frame.seq == 0 => return Some((Ok(frame.bytes), s)),
                 Ok(frame) if frame.seq <= s.last => continue,
                 Ok(frame) => {

@@ -131,6 +131,13 @@ impl ApiError {
         .retry_after(RETRY_AFTER_SECONDS)
     }
 
+    /// The server is shutting down: another server (or this one, restarted)
+    /// answers the retry.
+    pub fn shutting_down() -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down; retry")
+            .retry_after(1)
+    }
+
     pub fn internal() -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
     }

@@ -52,7 +52,14 @@ pub struct Feed {
     ring: RwLock<Ring>,
     live: broadcast::Sender<Frame>,
     capacity: usize,
+    /// Set when the server shuts down: no new subscription, and the open
+    /// ones end (their subscribers resume by id elsewhere).
+    closed: std::sync::atomic::AtomicBool,
 }
+
+/// The position of the frame that ends every subscription: the server is
+/// shutting down. It is never written to a subscriber.
+pub const CLOSING: i64 = -1;
 
 /// Where a new subscription starts.
 pub enum Start {
@@ -62,6 +69,8 @@ pub enum Start {
     Reset { horizon: i64 },
     /// The replica is not loaded yet.
     NotReady,
+    /// The server is shutting down.
+    Closed,
 }
 
 impl Feed {
@@ -70,7 +79,17 @@ impl Feed {
             ring: RwLock::new(Ring { frames: VecDeque::new(), horizon: 0, last: 0, loaded: false }),
             live: broadcast::channel(config.lag.max(1)).0,
             capacity: config.ring.max(1),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Ends every open subscription and refuses new ones: the server is
+    /// shutting down, and a stream that never ends would hold its graceful
+    /// shutdown forever.
+    pub fn close(&self) {
+        let _ring = self.write();
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.live.send(Frame { seq: CLOSING, bytes: Bytes::new() });
     }
 
     pub fn capacity(&self) -> usize {
@@ -90,6 +109,9 @@ impl Feed {
         // Under the lock, so no event falls between the backlog and the
         // live channel: `applied` appends and sends under the write lock.
         let ring = self.read();
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Start::Closed;
+        }
         if !ring.loaded {
             return Start::NotReady;
         }

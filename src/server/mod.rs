@@ -272,7 +272,11 @@ async fn answer_within(
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    feed: std::sync::Arc<feed::Feed>,
 }
+
+/// How long a shutdown waits for requests in flight before it stops anyway.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Application {
     pub async fn build(pool: PgPool, addr: &str) -> std::io::Result<Application> {
@@ -282,14 +286,17 @@ impl Application {
     pub async fn build_with(pool: PgPool, addr: &str, config: &ServerConfig) -> std::io::Result<Application> {
         let listener = TcpListener::bind(addr).await?;
         let state = AppState::new(pool, config).await?;
-        Ok(Application { listener, router: router(state, config) })
+        let feed = state.feed.clone();
+        Ok(Application { listener, router: router(state, config), feed })
     }
 
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Serves until `shutdown` completes; in-flight requests finish first.
+    /// Serves until `shutdown` completes; in-flight requests finish first
+    /// (for at most [`SHUTDOWN_GRACE`]) and change-feed streams end, so
+    /// their subscribers resume by id on another server.
     ///
     /// HTTP/1.1 only, one task per connection, straight onto hyper's HTTP/1
     /// connection: no protocol sniffing or upgrade handling per connection
@@ -323,7 +330,10 @@ impl Application {
             });
         }
         drop(self.listener);
-        graceful.shutdown().await;
+        self.feed.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still in flight after the shutdown grace; stopping anyway");
+        }
         Ok(())
     }
 }
