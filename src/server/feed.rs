@@ -229,6 +229,7 @@ mod tests {
             Start::Resume { backlog, .. } => backlog.iter().map(|f| f.seq).collect(),
             Start::Reset { horizon } => vec![-horizon],
             Start::NotReady => vec![i64::MIN],
+            Start::Closed => vec![i64::MAX],
         }
     }
 
@@ -247,6 +248,10 @@ mod tests {
         assert_eq!(backlog(feed.subscribe(None)), Vec::<i64>::new());
         feed.applied(&change(17));
         assert_eq!(feed.positions(), (17, 11), "a change applied twice is published once");
+        let Start::Resume { mut live, .. } = feed.subscribe(Some(17)) else { panic!("a live subscription") };
+        feed.close();
+        assert_eq!(live.try_recv().map(|f| f.seq).ok(), Some(CLOSING), "an open subscription is told to end");
+        assert_eq!(backlog(feed.subscribe(Some(17))), [i64::MAX], "a closed feed takes no subscription");
     }
 
     #[test]
