@@ -49,6 +49,11 @@ const PROBE: &str = "policy-values scope hash probe";
 const TABLE_ENTRY: usize = 16;
 const TOMBSTONE: u32 = u32::MAX;
 
+/// Per scoped level, its table's (scope hash, record offset) entries.
+type Tables = [Vec<(u64, u64)>; 4];
+/// Per scope of a level, in table order, its history once decoded.
+type Decoded = Box<[OnceLock<Box<[Entry]>>]>;
+
 #[derive(Serialize, Deserialize)]
 struct Meta {
     position: i64,
@@ -93,7 +98,7 @@ pub fn write_to(file: File, replica: &Replica, position: i64, horizon: OffsetDat
     out.file.write_all(&[0; HEADER])?;
     out.at = HEADER as u64;
     let mut keys = Vec::new();
-    let mut tables: Vec<[Vec<(u64, u64)>; 4]> = Vec::new();
+    let mut tables: Vec<Tables> = Vec::new();
     let mut failed = None;
     let mut record = Vec::new();
     replica.for_each_key(|state| {
@@ -152,8 +157,8 @@ fn write_key(
     record: &mut Vec<u8>,
     state: &KeyState,
     horizon: OffsetDateTime,
-) -> std::io::Result<(MetaKey, [Vec<(u64, u64)>; 4])> {
-    let mut tables: [Vec<(u64, u64)>; 4] = Default::default();
+) -> std::io::Result<(MetaKey, Tables)> {
+    let mut tables: Tables = Default::default();
     let mut global = None;
     let mut next_change: Option<OffsetDateTime> = None;
     let mut rows = 0u64;
@@ -326,7 +331,7 @@ pub struct MappedLevel {
     count: usize,
     value_type: ValueType,
     /// Per scope in table order, its decoded history; made on first use.
-    histories: OnceLock<Box<[OnceLock<Box<[Entry]>>]>>,
+    histories: OnceLock<Decoded>,
 }
 
 impl MappedLevel {
