@@ -647,6 +647,7 @@ mod tests {
             let in_place = installed(file.replica(false));
             let built = installed(file.replica(true));
             std::fs::remove_file(&path).unwrap();
+            let _ = std::fs::remove_dir(&dir);
 
             let expected = reads(&original, now);
             prop_assert_eq!(first_difference(&reads(&in_place, now), &expected), None);
