@@ -98,6 +98,7 @@ impl Follower {
     /// signals `ready` once the replica serves, or fails within the load
     /// timeout (falling back to the catalog defaults if nothing serves).
     async fn session(&mut self, url: &str, ready: Option<oneshot::Sender<()>>) -> (bool, FollowError) {
+        source::settle(&self.shared).await;
         let opened = match ready.is_some() {
             true => timeout(self.config.load_timeout, self.open(url)).await.unwrap_or(Err(FollowError::Timeout)),
             false => self.open(url).await,

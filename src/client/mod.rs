@@ -18,6 +18,7 @@ mod health;
 mod http;
 #[cfg(feature = "db-source")]
 pub(crate) mod load;
+mod mapped;
 mod position;
 mod replica;
 mod scope_snapshot;
@@ -83,6 +84,9 @@ pub(crate) struct Shared {
     horizon_ns: AtomicI64,
     /// Told of every change applied (the server's change feed).
     observer: std::sync::OnceLock<Arc<dyn wire::ChangeObserver>>,
+    /// The replica being built from the snapshot file while reads use the
+    /// file in place; installed before the source applies any change.
+    building: std::sync::Mutex<Option<tokio::task::JoinHandle<replica::Fresh>>>,
 }
 
 impl Shared {
@@ -98,6 +102,7 @@ impl Shared {
             origin_watch: tokio::sync::watch::channel(Origin::Default).0,
             horizon_ns: AtomicI64::new(0),
             observer: std::sync::OnceLock::new(),
+            building: std::sync::Mutex::new(None),
         }
     }
 

@@ -13,6 +13,7 @@ use hashbrown::HashTable;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::mapped::MappedLevel;
 use crate::domain::resolve::{resolve, Resolved};
 use crate::domain::scope::{scope_hash, ScopeKey};
 use crate::domain::{Entry, KeyDef, Level, Scope, Value};
@@ -27,25 +28,43 @@ struct Slot {
 }
 
 /// The scopes of one level, looked up by precomputed hash: a probe compares
-/// 64-bit hashes and compares strings only when they match.
+/// 64-bit hashes and compares strings only when they match. A level can
+/// also be read in place from a mapped snapshot file (`Mapped`) until the
+/// replica built from that file is swapped in; a change to such a level
+/// first builds its table from the file (`owned`).
 #[derive(Default)]
-struct LevelMap(HashTable<Slot>);
+struct LevelMap {
+    table: HashTable<Slot>,
+    /// While set, the level is read from the file and `table` is empty.
+    mapped: Option<MappedLevel>,
+}
 
 impl LevelMap {
-    fn get(&self, key: ScopeKey<'_>) -> Option<&Vec<Entry>> {
-        self.0.find(key.hash, |s| s.hash == key.hash && *s.id == *key.id).map(|s| &s.history)
+    fn get(&self, key: ScopeKey<'_>) -> Option<&[Entry]> {
+        if let Some(mapped) = &self.mapped {
+            return mapped.get(key);
+        }
+        self.table.find(key.hash, |s| s.hash == key.hash && *s.id == *key.id).map(|s| s.history.as_slice())
+    }
+
+    /// The level's table, built from the mapped file first if need be.
+    fn owned(&mut self) -> &mut HashTable<Slot> {
+        if let Some(mapped) = self.mapped.take() {
+            self.table = table_of(&mapped);
+        }
+        &mut self.table
     }
 
     fn get_or_insert(&mut self, id: &str) -> &mut Vec<Entry> {
         let hash = scope_hash(id);
-        let entry = self.0.entry(hash, |s| s.hash == hash && *s.id == *id, |s| s.hash);
+        let entry = self.owned().entry(hash, |s| s.hash == hash && *s.id == *id, |s| s.hash);
         &mut entry.or_insert_with(|| Slot { hash, id: Box::from(id), history: Vec::new() }).into_mut().history
     }
 
     /// Removes the entry with `seq`; returns how many entries went.
     fn remove_seq(&mut self, id: &str, seq: i64) -> usize {
         let hash = scope_hash(id);
-        let Ok(mut found) = self.0.find_entry(hash, |s| s.hash == hash && *s.id == *id) else { return 0 };
+        let Ok(mut found) = self.owned().find_entry(hash, |s| s.hash == hash && *s.id == *id) else { return 0 };
         let before = found.get().history.len();
         found.get_mut().history.retain(|e| e.seq != seq);
         let removed = before - found.get().history.len();
@@ -55,9 +74,28 @@ impl LevelMap {
         removed
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&str, &Vec<Entry>)> {
-        self.0.iter().map(|s| (&*s.id, &s.history))
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &[Entry])> + '_> {
+        match &self.mapped {
+            Some(mapped) => Box::new(mapped.iter()),
+            None => Box::new(self.table.iter().map(|s| (&*s.id, s.history.as_slice()))),
+        }
     }
+}
+
+/// A level's table with every scope of a mapped level, hashed afresh.
+fn table_of(mapped: &MappedLevel) -> HashTable<Slot> {
+    let mut table = HashTable::with_capacity(mapped.len());
+    mapped.for_each_owned(|id, history| {
+        let hash = scope_hash(id);
+        match table.entry(hash, |s: &Slot| s.hash == hash && *s.id == *id, |s| s.hash) {
+            // A file names each scope of a level once.
+            hashbrown::hash_table::Entry::Occupied(_) => {}
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(Slot { hash, id: Box::from(id), history });
+            }
+        }
+    });
+    table
 }
 
 /// One stored row as the replica receives it, from a load, the tail or a
@@ -99,10 +137,29 @@ impl KeyState {
         KeyState { def, levels: Default::default(), global: Vec::new(), next_change: None, rows: 0 }
     }
 
+    /// A key whose scoped levels are read in place from a mapped snapshot
+    /// file (user, project, org, plan), or built from it (`owned`: the full
+    /// replica swapped in behind it). `rows` and `next_change` are what
+    /// inserting the same entries would have counted and found.
+    pub fn from_file(
+        def: KeyDef,
+        levels: [MappedLevel; 4],
+        global: Vec<Entry>,
+        next_change: Option<OffsetDateTime>,
+        rows: usize,
+        owned: bool,
+    ) -> KeyState {
+        let levels = levels.map(|level| match owned {
+            true => LevelMap { table: table_of(&level), mapped: None },
+            false => LevelMap { table: HashTable::new(), mapped: Some(level) },
+        });
+        KeyState { def, levels, global, next_change, rows }
+    }
+
     pub fn history(&self, level: Level, key: ScopeKey<'_>) -> Option<&[Entry]> {
         match level {
             Level::Global => Some(&self.global),
-            _ => self.levels[level.index()].get(key).map(Vec::as_slice),
+            _ => self.levels[level.index()].get(key),
         }
     }
 
@@ -157,11 +214,11 @@ impl KeyState {
     }
 
     /// Every scope's history: (level, scope id, history).
-    fn histories(&self) -> impl Iterator<Item = (Level, &str, &Vec<Entry>)> {
+    pub fn histories(&self) -> impl Iterator<Item = (Level, &str, &[Entry])> {
         let scoped = Level::ORDER[..4]
             .iter()
             .flat_map(move |&level| self.levels[level.index()].iter().map(move |(id, h)| (level, id, h)));
-        scoped.chain(std::iter::once((Level::Global, "", &self.global)))
+        scoped.chain(std::iter::once((Level::Global, "", self.global.as_slice())))
     }
 
     /// Clears `next_change` once every entry is in effect at `now`, or moves
@@ -194,6 +251,12 @@ impl KeyState {
     pub fn entries(&self) -> impl Iterator<Item = (Level, &str, &Entry)> {
         self.histories().flat_map(|(level, id, h)| h.iter().map(move |e| (level, id, e)))
     }
+}
+
+/// The part of a sorted history that `prune` keeps at `horizon`.
+pub fn kept(history: &[Entry], horizon: OffsetDateTime) -> &[Entry] {
+    let in_effect = history.partition_point(|e| e.effective_at <= horizon);
+    &history[in_effect.saturating_sub(1)..]
 }
 
 /// Drops the entries superseded before `horizon`, the database time of the
@@ -458,6 +521,13 @@ impl Fresh {
 
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// A replica of keys already built (from a snapshot file).
+    pub fn of_states(states: Vec<KeyState>, horizon: OffsetDateTime) -> Fresh {
+        let rows = states.iter().map(KeyState::rows).sum();
+        let states = states.into_iter().map(|state| (Box::from(state.def.key.as_str()), state)).collect();
+        Fresh { states, horizon, rows }
     }
 
     pub fn horizon(&self) -> OffsetDateTime {

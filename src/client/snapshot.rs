@@ -1,11 +1,12 @@
 //! The replica's image: the catalog and every row in force or scheduled,
 //! complete up to a position. A server answers `GET /api/v1/replica` with
-//! it (the bootstrap); a client keeps it as its fail-open snapshot file,
-//! written atomically (temporary file, fsync, rename; mode 0600) behind a
-//! SHA-256 checksum. A file that is corrupt, truncated or of another format
-//! is refused, never half-read.
+//! it as JSON (the bootstrap). A client keeps it as its fail-open snapshot
+//! file, written atomically (temporary file, fsync, rename; mode 0600) in
+//! the binary format of `mapped` (format 3), which reads use in place; files
+//! of format 2 (this image as JSON behind a SHA-256 checksum) are still
+//! read. A file that is corrupt, truncated or of another format is refused,
+//! never half-read.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -13,19 +14,21 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::mapped;
 use super::replica::{Replica, Row, RowKind};
 use crate::domain::key::KeyColumns;
 use crate::domain::{KeyDef, Level};
 
 const MAGIC: &str = "policy-values-snapshot";
-/// 2: keys as their `policy_keys` columns, `position` for `last_seq`.
-const FORMAT: u32 = 2;
+/// The JSON format still read. 2: keys as their `policy_keys` columns,
+/// `position` for `last_seq`.
+const JSON_FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("cannot read or write the snapshot file: {0}")]
     Io(#[from] std::io::Error),
-    #[error("the snapshot file is not a policy-values snapshot of format {FORMAT}")]
+    #[error("the snapshot file is not a policy-values snapshot of format 3 (binary) or {JSON_FORMAT} (JSON)")]
     Format,
     #[error("the snapshot file's checksum does not match its contents")]
     Checksum,
@@ -133,34 +136,50 @@ impl Image {
     }
 }
 
-/// Writes the replica to `path` atomically: a reader sees the old file or
-/// the new one, never a mix.
+/// Writes the replica to `path` atomically, in the binary format: a reader
+/// sees the old file or the new one, never a mix.
 pub fn write(path: &Path, replica: &Replica, last_seq: i64, horizon: OffsetDateTime) -> Result<(), SnapshotError> {
-    let body = serde_json::to_vec(&Image::of(replica, last_seq, horizon))
-        .map_err(|e| SnapshotError::Invalid(e.to_string()))?;
-    let header = format!("{MAGIC} {FORMAT} sha256={}\n", hex::encode(Sha256::digest(&body)));
-
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(header.as_bytes())?;
-    file.write_all(&body)?;
-    file.sync_all()?;
-    drop(file);
+    let written = options.open(&tmp).map_err(SnapshotError::from).and_then(|file| {
+        let file = mapped::write_to(file, replica, last_seq, horizon)?;
+        file.sync_all()?;
+        Ok(())
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
 
-/// Reads and checks a snapshot file.
-pub fn read(path: &Path) -> Result<Restored, SnapshotError> {
+/// A snapshot file, checked and ready to install.
+pub enum Opened {
+    /// A binary file, mapped: readable in place at once.
+    InPlace(mapped::Snapshot),
+    /// A JSON file of format 2: its rows, to build the replica from.
+    Restored(Restored),
+}
+
+/// Opens and checks a snapshot file of either format.
+pub fn open(path: &Path) -> Result<Opened, SnapshotError> {
+    if mapped::is_binary(path)? {
+        return Ok(Opened::InPlace(mapped::open(path)?));
+    }
+    read_json(path).map(Opened::Restored)
+}
+
+/// Reads and checks a JSON snapshot file (format 2).
+pub fn read_json(path: &Path) -> Result<Restored, SnapshotError> {
     let bytes = std::fs::read(path)?;
     let newline = bytes.iter().position(|&b| b == b'\n').ok_or(SnapshotError::Format)?;
     let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| SnapshotError::Format)?;
     let body = &bytes[newline + 1..];
-    let expected = format!("{MAGIC} {FORMAT} sha256=");
+    let expected = format!("{MAGIC} {JSON_FORMAT} sha256=");
     let checksum = header.strip_prefix(&expected).ok_or(SnapshotError::Format)?;
     if checksum != hex::encode(Sha256::digest(body)) {
         return Err(SnapshotError::Checksum);

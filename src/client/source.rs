@@ -10,7 +10,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::{snapshot, Origin, Shared};
+use super::snapshot::{self, Opened};
+use super::{Origin, Shared};
 use crate::domain::Catalog;
 
 /// Settings every source uses.
@@ -70,34 +71,72 @@ pub fn fall_back(shared: &Shared, config: &mut SourceConfig) -> bool {
 
 /// Installs the snapshot file, if there is a sound one; says whether it did.
 /// The replica then serves it (`origin: snapshot`, stale since the file was
-/// written) until a source catches up from the file's position.
+/// written) until a source catches up from the file's position. A binary
+/// file is read in place, mapped, while the replica is built from it on a
+/// blocking thread; `settle` swaps that in before any change is applied.
 pub fn restore_snapshot(shared: &Shared, config: &SourceConfig) -> bool {
     let Some(path) = &config.snapshot_path else {
         return false;
     };
-    match snapshot::read(path) {
-        Ok(restored) => {
+    let started = std::time::Instant::now();
+    let (last_seq, horizon, written_at) = match snapshot::open(path) {
+        Ok(Opened::InPlace(file)) => {
+            let _changing = shared.replica.changing();
+            shared.replica.install(file.replica(false));
+            let labels = (file.position, file.horizon, file.written_at);
+            if file.in_place {
+                let build = tokio::task::spawn_blocking(move || file.replica(true));
+                *shared.building.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(build);
+            }
+            labels
+        }
+        Ok(Opened::Restored(restored)) => {
             let _changing = shared.replica.changing();
             shared.replica.replace(restored.catalog, &restored.rows, restored.horizon);
-            shared.set_last_seq(restored.last_seq);
-            shared.set_origin(Origin::Snapshot);
-            shared.set_horizon(restored.horizon);
-            shared.stale_since_ns.store(
-                i64::try_from(restored.written_at.unix_timestamp_nanos()).unwrap_or(i64::MAX),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            tracing::warn!(path = %path.display(), last_seq = restored.last_seq, "policy-values: serving the snapshot file");
-            if let Some(observer) = shared.observer.get() {
-                observer.loaded(restored.last_seq);
-            }
-            true
+            (restored.last_seq, restored.horizon, restored.written_at)
         }
         Err(e) => {
             if path.exists() {
                 tracing::warn!(path = %path.display(), error = %e, "policy-values: ignoring the snapshot file");
             }
-            false
+            return false;
         }
+    };
+    shared.set_last_seq(last_seq);
+    shared.set_origin(Origin::Snapshot);
+    shared.set_horizon(horizon);
+    shared.stale_since_ns.store(
+        i64::try_from(written_at.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let ms = started.elapsed().as_millis() as u64;
+    tracing::warn!(path = %path.display(), last_seq, ms, "policy-values: serving the snapshot file");
+    if let Some(observer) = shared.observer.get() {
+        observer.loaded(last_seq);
+    }
+    true
+}
+
+/// Swaps in the replica built from the snapshot file, if one is being
+/// built: the sources call it before they change the replica, so no change
+/// is applied to the file's in-place tables and then lost in the swap.
+pub async fn settle(shared: &Shared) {
+    let build = shared.building.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let Some(build) = build else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    match build.await {
+        Ok(fresh) => {
+            let rows = fresh.rows();
+            let _changing = shared.replica.changing();
+            shared.replica.install(fresh);
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::info!(rows, waited_ms = ms, "policy-values: replica built from the snapshot file");
+        }
+        // The in-place tables stay: they answer the same, and a change
+        // builds the table it touches.
+        Err(e) => tracing::warn!(error = %e, "policy-values: building the replica from the snapshot file failed"),
     }
 }
 

@@ -111,6 +111,7 @@ enum TailError {
 impl Tail {
     /// LISTENs, then loads (fully the first time, else the gap).
     async fn connect(&mut self) -> Result<PgListener, TailError> {
+        source::settle(&self.shared).await;
         let mut listener = PgListener::connect_with(&self.pool).await?;
         // A lost connection is reported at once and handled here (backoff,
         // then LISTEN and read the gap), not retried inside sqlx first.
