@@ -159,14 +159,7 @@ async fn http_source(pool: sqlx::PgPool) {
 
     // Cache-first: serving from the file, then live once the feed caught up.
     let started = Instant::now();
-    let client = PolicyClient::builder()
-        .servers([base.as_str()])
-        .token(token.as_str())
-        .snapshot_path(&path)
-        .load_timeout(Duration::from_secs(120))
-        .connect()
-        .await
-        .expect("client");
+    let client = cache_first(&base, &token, &path).await;
     let value = client.get_int(&scope, key).expect("read");
     let first_read = started.elapsed();
     let origin = client.health().origin;
@@ -200,14 +193,7 @@ async fn http_source(pool: sqlx::PgPool) {
             runtime.block_on(async {
                 let cpu_before = thread_cpu_ns();
                 let started = Instant::now();
-                let client = PolicyClient::builder()
-                    .servers([base.as_str()])
-                    .token(token.as_str())
-                    .snapshot_path(&path)
-                    .load_timeout(Duration::from_secs(120))
-                    .connect()
-                    .await
-                    .expect("client");
+                let client = cache_first(&base, &token, &path).await;
                 let value = client.get_int(&scope, key).expect("read");
                 let wall = started.elapsed();
                 let cpu = thread_cpu_ns() - cpu_before;
@@ -228,6 +214,19 @@ async fn http_source(pool: sqlx::PgPool) {
     );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = tokens::revoke(&pool, &name).await;
+}
+
+/// A client over HTTP that starts from the snapshot file at `path`.
+#[cfg(feature = "http-source")]
+async fn cache_first(base: &str, token: &str, path: &std::path::Path) -> PolicyClient {
+    PolicyClient::builder()
+        .servers([base])
+        .token(token)
+        .snapshot_path(path)
+        .load_timeout(std::time::Duration::from_secs(120))
+        .connect()
+        .await
+        .expect("client")
 }
 
 /// CPU time the calling thread has run, in nanoseconds (the first field of
