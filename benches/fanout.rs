@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 
@@ -255,7 +256,7 @@ async fn subscribe(
     let permit = gate.acquire().await.expect("gate");
     let opened = open(addr, &request).await;
     drop(permit);
-    let (stream, mut body) = match opened {
+    let (mut stream, mut body) = match opened {
         Ok(opened) => opened,
         Err(e) => {
             if failed.fetch_add(1, Ordering::Relaxed) < 3 {
@@ -283,8 +284,12 @@ async fn subscribe(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            r = stream.readable() => if r.is_err() { break },
+        // `read`, not `readable` + `try_read`: a read that fills less than
+        // the buffer tells tokio the socket is drained, so each event costs
+        // one read system call, not a second one answering EAGAIN (strace
+        // counted 59,609 EAGAIN of 121,768 reads at 1,000 subscribers).
+        let read = tokio::select! {
+            r = stream.read(&mut raw) => r,
             r = stop.changed(), if deadline.is_none() => {
                 if r.is_err() {
                     break;
@@ -293,17 +298,15 @@ async fn subscribe(
                 continue;
             }
             () = until => break,
-        }
-        match stream.try_read(&mut raw) {
-            Ok(0) => break,
+        };
+        match read {
+            Ok(0) | Err(_) => break,
             Ok(n) => {
                 let at = Instant::now();
                 if !body.feed(&raw[..n], at, &mut events) {
                     break;
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => break,
         }
     }
     events
