@@ -357,10 +357,7 @@ impl MappedLevel {
     }
 
     fn id(&self, i: usize) -> Option<&str> {
-        let at = self.record(i);
-        let mut cursor = Cursor { bytes: self.bytes(), at };
-        let len = cursor.u32()? as usize;
-        std::str::from_utf8(cursor.take(len)?).ok()
+        Cursor { bytes: self.bytes(), at: self.record(i) }.id()
     }
 
     fn history(&self, i: usize) -> &[Entry] {
@@ -428,14 +425,19 @@ impl<'a> Cursor<'a> {
     fn u32(&mut self) -> Option<u32> {
         self.array().map(u32::from_le_bytes)
     }
+
+    /// A record's scope id: its length, then its UTF-8 bytes.
+    fn id(&mut self) -> Option<&'a str> {
+        let len = self.u32()? as usize;
+        std::str::from_utf8(self.take(len)?).ok()
+    }
 }
 
 /// A record: its scope id and its history. An entry whose value does not
 /// fit the key's type is skipped, as building the replica skips it.
 fn decode(bytes: &[u8], at: usize, value_type: ValueType) -> Option<(&str, Vec<Entry>)> {
     let mut cursor = Cursor { bytes, at };
-    let len = cursor.u32()? as usize;
-    let id = std::str::from_utf8(cursor.take(len)?).ok()?;
+    let id = cursor.id()?;
     let count = cursor.u32()? as usize;
     let mut history = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {

@@ -265,13 +265,13 @@ pub fn kept(history: &[Entry], horizon: OffsetDateTime) -> &[Entry] {
 /// `explain` can say "removed" as the server does.
 /// Returns how many entries it dropped.
 fn prune(history: &mut Vec<Entry>, horizon: OffsetDateTime) -> usize {
-    let in_effect = history.partition_point(|e| e.effective_at <= horizon);
-    if in_effect <= 1 {
+    let dropped = history.len() - kept(history, horizon).len();
+    if dropped == 0 {
         return 0;
     }
-    history.drain(..in_effect - 1);
+    history.drain(..dropped);
     history.shrink_to_fit();
-    in_effect - 1
+    dropped
 }
 
 pub struct KeySlot {
