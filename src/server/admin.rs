@@ -37,7 +37,7 @@ pub struct WriteBody {
     #[schema(required = true, example = "Customer success request")]
     #[validate(
         required(message = "reason is required"),
-        length(min = 1, max = 1000),
+        length(min = 1, max = REASON_MAX),
         custom(function = "reason_text")
     )]
     reason: Option<String>,
@@ -47,7 +47,7 @@ pub struct WriteBody {
 }
 
 /// The longest reason accepted, in characters.
-pub const REASON_MAX: usize = 1000;
+pub const REASON_MAX: u64 = 1000;
 
 /// The field rule of a reason beyond its length: not blank, and no control
 /// characters other than line breaks and tabs.
@@ -75,20 +75,12 @@ fn missing(field: &str) -> ApiError {
     ApiError::unprocessable("missing_field", format!("{field} is required")).with_details(json!({ "field": field }))
 }
 
-/// A reason: required, not blank, at most 1,000 characters.
-pub fn parse_reason(reason: Option<&str>) -> Result<String, ApiError> {
-    let reason = reason.map(str::trim).unwrap_or_default();
-    let control = reason.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'));
-    if reason.is_empty() || reason.chars().count() > REASON_MAX || control {
-        return Err(ApiError::unprocessable(
-            "invalid_reason",
-            format!(
-                "reason is required: a non-empty text of at most {REASON_MAX} characters, \
-                 without control characters other than line breaks and tabs"
-            ),
-        ));
-    }
-    Ok(reason.to_string())
+/// The reason as stored: trimmed. Its rules (required, 1 to `REASON_MAX`
+/// characters, not blank, no control characters but line breaks and tabs)
+/// are the body's field rules, checked by the `Valid` extractor before any
+/// handler runs.
+pub fn trimmed_reason(reason: Option<&str>) -> String {
+    reason.map(str::trim).unwrap_or_default().to_string()
 }
 
 impl WriteBody {
@@ -115,7 +107,7 @@ impl WriteBody {
             Some(json) => Value::from_json(&json, def.value_type).map_err(|e| ApiError::bad_value("old_value", e))?,
         };
         let effective_at = self.effective_at.as_deref().map(|t| parse_time("effective_at", t)).transpose()?;
-        let reason = parse_reason(self.reason.as_deref())?;
+        let reason = trimmed_reason(self.reason.as_deref());
         Ok(Change { scope, value, effective_at, reason, old_value })
     }
 }
@@ -131,7 +123,8 @@ pub(super) async fn visible(state: &AppState, seq: i64) {
     }
 }
 
-fn request_id(headers: &HeaderMap) -> Option<&str> {
+/// The caller's `X-Request-Id`, recorded with what its request wrote.
+pub(super) fn request_id(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-request-id").and_then(|v| v.to_str().ok())
 }
 
@@ -182,7 +175,7 @@ pub struct CancelBody {
     #[schema(required = true, example = "customer withdrew")]
     #[validate(
         required(message = "reason is required"),
-        length(min = 1, max = 1000),
+        length(min = 1, max = REASON_MAX),
         custom(function = "reason_text")
     )]
     reason: Option<String>,
@@ -207,7 +200,7 @@ pub async fn cancel(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.writes.take(principal.token_id).map_err(ApiError::rate_limited)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no such value row"))?;
-    let reason = parse_reason(body.reason.as_deref())?;
+    let reason = trimmed_reason(body.reason.as_deref());
     if principal.key_patterns.is_some() || principal.levels.is_some() {
         if let Some((key, level)) = crate::store::change_requests::value_row_scope(&state.pool, id).await? {
             super::change_requests::check_scope(&principal, &key, &level)?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::header::{ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, VARY};
+use axum::http::header::{ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, VARY};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -111,13 +111,7 @@ pub async fn replica(State(state): State<AppState>, headers: HeaderMap) -> Resul
     let built = state.bootstrap.get(&state).await?;
     let cache = (CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     let vary = (VARY, HeaderValue::from_static("accept-encoding"));
-    let matches = headers
-        .get_all(IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim() == built.etag.to_str().unwrap_or_default() || t.trim() == "*");
-    if matches {
+    if super::read::none_match(&headers, built.etag.to_str().unwrap_or_default()) {
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, built.etag.clone()), cache, vary]).into_response());
     }
     let json = (CONTENT_TYPE, HeaderValue::from_static("application/json"));

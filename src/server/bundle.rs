@@ -4,7 +4,7 @@
 //! docs/bundles.md.
 
 use axum::extract::State;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -246,13 +246,7 @@ pub async fn policy_bundle(
     let etag = format!("W/\"{}.{}\"", bundle.policy_bundle_version, hex::encode(&Sha256::digest(&body)[..12]));
     let etag = HeaderValue::from_str(&etag).map_err(|_| ApiError::internal())?;
     let cache = (CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    let matches = headers
-        .get_all(IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim() == etag || tag.trim() == "*");
-    if matches {
+    if super::read::none_match(&headers, etag.to_str().unwrap_or_default()) {
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag), cache]).into_response());
     }
     let json_type = (CONTENT_TYPE, HeaderValue::from_static("application/json"));

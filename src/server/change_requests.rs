@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::admin::parse_reason;
+use super::admin::{request_id, trimmed_reason};
 use super::error::ApiError;
 use super::extract::{FieldRules, JsonBody, QueryParams, Valid};
 use super::AppState;
@@ -53,9 +53,7 @@ impl From<RequestError> for ApiError {
             ),
             RequestError::OutOfScope => out_of_scope(),
             RequestError::Conflicted { request, refusal } => {
-                let code = requests::refusal_code(&refusal);
                 let mut api = ApiError::from(refusal);
-                api.code = code;
                 api.status = StatusCode::CONFLICT;
                 api.message =
                     format!("the change request conflicts with a newer change and was not applied: {}", api.message);
@@ -82,10 +80,6 @@ pub fn check_scope(principal: &Principal, key: &str, level: &str) -> Result<(), 
     } else {
         Err(out_of_scope().with_details(json!({ "key": key, "level": level })))
     }
-}
-
-fn request_id(headers: &HeaderMap) -> Option<&str> {
-    headers.get("x-request-id").and_then(|v| v.to_str().ok())
 }
 
 /// The admin write of a key that needs approval: a pending request, 202.
@@ -186,7 +180,7 @@ pub struct DecisionBody {
     #[schema(required = true, example = "checked with finance")]
     #[validate(
         required(message = "reason is required"),
-        length(min = 1, max = 1000),
+        length(min = 1, max = super::admin::REASON_MAX),
         custom(function = "super::admin::reason_text")
     )]
     reason: Option<String>,
@@ -208,7 +202,7 @@ async fn decide(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.writes.take(principal.token_id).map_err(ApiError::rate_limited)?;
     let id = parse_id(&id)?;
-    let reason = parse_reason(body.reason.as_deref())?;
+    let reason = trimmed_reason(body.reason.as_deref());
     let (pool, rid) = (state.pool.clone(), request_id(&headers).map(str::to_string));
     let decided = crate::store::pool::detached(async move {
         let allowed = |key: &str, level: &str| principal.may_touch(key, level);

@@ -43,11 +43,12 @@ fn reason_body() -> Json {
 }
 
 /// A reason: 1 to 1,000 characters, not blank, no control characters but
-/// line breaks and tabs (`admin::parse_reason`).
+/// line breaks and tabs (the field rules of `admin::WriteBody`'s reason:
+/// `admin::REASON_MAX` and `admin::reason_text`).
 fn reason() -> Json {
     let allowed = "[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]";
     let visible = "[^\\s\\u0000-\\u001f\\u007f-\\u009f]";
-    json!({"type": "string", "minLength": 1, "maxLength": 1000,
+    json!({"type": "string", "minLength": 1, "maxLength": super::admin::REASON_MAX,
            "pattern": format!("^{allowed}*{visible}{allowed}*$")})
 }
 

@@ -161,6 +161,17 @@ pub async fn resolve(
     Ok(Json(ResolveAnswer { resolution, audit_id }))
 }
 
+/// Whether `If-None-Match` names `etag` (or `*`): the caller's copy is
+/// current, answer 304.
+pub(super) fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim() == etag || tag.trim() == "*")
+}
+
 /// Every key for one scope, from the server's replica (no database round
 /// trip). The ETag names the document by its position, the catalog, the
 /// scope and its next scheduled change (`domain::SnapshotTag`), so a

@@ -504,7 +504,7 @@ async fn approve(
 }
 
 /// The stable code of a write refusal that makes a request conflicted.
-pub fn refusal_code(err: &StoreError) -> &'static str {
+fn refusal_code(err: &StoreError) -> &'static str {
     match err {
         StoreError::StaleOldValue { .. } => "stale_old_value",
         StoreError::NotOverridden => "not_overridden",

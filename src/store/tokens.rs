@@ -139,18 +139,7 @@ pub async fn insert(
     token: &str,
     expires_at: Option<OffsetDateTime>,
 ) -> Result<Uuid, StoreError> {
-    let prefix: String = token.chars().take(12).collect();
-    let id = sqlx::query_scalar!(
-        "insert into api_tokens (name, role, token_hash, prefix, expires_at) values ($1, $2, $3, $4, $5) returning id",
-        name,
-        role.as_str(),
-        hash_token(token),
-        prefix,
-        expires_at,
-    )
-    .fetch_one(executor)
-    .await?;
-    Ok(id)
+    insert_limited(executor, name, role, token, expires_at, None, None).await
 }
 
 /// The principal behind a presented token, if it exists, is not revoked and
