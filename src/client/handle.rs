@@ -63,7 +63,7 @@ impl PolicyType for List {
 }
 
 /// A key checked once for existence and type; reading it cannot fail.
-/// Made by [`PolicyClient::key`](super::PolicyClient::key) (or `int_key`, `bool_key`, `string_key`)
+/// Made by [`PolicyClient::key`](super::PolicyClient::key) (or `int_key`, `bool_key`, `string_key`, `list_key`)
 /// at start-up, then read on every request.
 ///
 /// ```

@@ -238,7 +238,7 @@ struct FileKey {
 }
 
 /// Maps and checks the file: its length, its CRC over every byte, its
-/// meta, its tables' bounds and its global records. Reads nothing else.
+/// meta, its tables' bounds and its global records. Decodes nothing else.
 pub fn open(path: &Path) -> Result<Snapshot, SnapshotError> {
     let file = File::open(path)?;
     // SAFETY: the map is only sound while nobody truncates or rewrites the
@@ -360,6 +360,12 @@ impl MappedLevel {
         Cursor { bytes: self.bytes(), at: self.record(i) }.id()
     }
 
+    /// Whether scope `i` is `id`: compares the bytes, no UTF-8 check.
+    fn id_is(&self, i: usize, id: &str) -> bool {
+        let mut cursor = Cursor { bytes: self.bytes(), at: self.record(i) };
+        cursor.u32().and_then(|len| cursor.take(len as usize)) == Some(id.as_bytes())
+    }
+
     fn history(&self, i: usize) -> &[Entry] {
         let histories = self.histories.get_or_init(|| (0..self.count).map(|_| OnceLock::new()).collect());
         match histories.get(i) {
@@ -381,7 +387,7 @@ impl MappedLevel {
             }
         }
         while low < self.count && self.hash(low) == key.hash {
-            if self.id(low) == Some(key.id) {
+            if self.id_is(low, key.id) {
                 return Some(self.history(low));
             }
             low += 1;

@@ -35,8 +35,9 @@ struct Slot {
 #[derive(Default)]
 struct LevelMap {
     table: HashTable<Slot>,
-    /// While set, the level is read from the file and `table` is empty.
-    mapped: Option<MappedLevel>,
+    /// While set, the level is read from the file and `table` is empty
+    /// (boxed: a level outlives its mapped phase, so it stays small).
+    mapped: Option<Box<MappedLevel>>,
 }
 
 impl LevelMap {
@@ -74,11 +75,10 @@ impl LevelMap {
         removed
     }
 
-    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &[Entry])> + '_> {
-        match &self.mapped {
-            Some(mapped) => Box::new(mapped.iter()),
-            None => Box::new(self.table.iter().map(|s| (&*s.id, s.history.as_slice()))),
-        }
+    fn iter(&self) -> impl Iterator<Item = (&str, &[Entry])> {
+        // `table` is empty while the level is mapped.
+        let mapped = self.mapped.iter().flat_map(|m| m.iter());
+        mapped.chain(self.table.iter().map(|s| (&*s.id, s.history.as_slice())))
     }
 }
 
@@ -151,7 +151,7 @@ impl KeyState {
     ) -> KeyState {
         let levels = levels.map(|level| match owned {
             true => LevelMap { table: table_of(&level), mapped: None },
-            false => LevelMap { table: HashTable::new(), mapped: Some(level) },
+            false => LevelMap { table: HashTable::new(), mapped: Some(Box::new(level)) },
         });
         KeyState { def, levels, global, next_change, rows }
     }
@@ -397,15 +397,19 @@ impl Replica {
     /// place, so typed handles stay valid.
     pub fn install(&self, fresh: Fresh) {
         self.keys.retain(|key, _| fresh.states.contains_key(key));
+        // The states replaced are dropped after every lock is released: their
+        // tables (and a mapped file's pages) are freed off the readers' way.
+        let mut replaced = Vec::new();
         for (key, state) in fresh.states {
             match self.keys.get(&key) {
-                Some(slot) => *slot.write() = state,
+                Some(slot) => replaced.push(std::mem::replace(&mut *slot.write(), state)),
                 None => {
                     self.keys.insert(key, Arc::new(KeySlot { state: RwLock::new(state) }));
                 }
             }
         }
         self.catalog_stale.store(true, Ordering::SeqCst);
+        drop(replaced);
     }
 
     /// Updates one key's definition (a catalog change), keeping its values.

@@ -370,7 +370,12 @@ impl KeyDef {
             return Err(ValueError::TypeMismatch { expected: self.value_type, got: value.value_type().to_string() });
         }
         self.bounds.check_list(value)?;
-        if !self.bounds.contains(value) {
+        // A list has just been checked item by item; `contains` would check it again.
+        let within = match value {
+            Value::List(_) => matches!(self.bounds, Bounds::List { .. }),
+            _ => self.bounds.contains(value),
+        };
+        if !within {
             return Err(ValueError::OutOfBounds { value: value.to_string(), bounds: self.bounds.to_string() });
         }
         Ok(())
