@@ -36,7 +36,7 @@ help:
 	@echo "  build       build the binary as make test does, so neither recompiles after the other"
 	@echo "  install     put that binary on the PATH as policy-values (in \$$CARGO_HOME/bin, ~/.cargo/bin)"
 	@echo "  test        run the test suite and the doc tests against database policy_values_test"
-	@echo "  lint        rustfmt check, clippy (all features / no default features / openfeature alone), doc, sqlx-check"
+	@echo "  lint        rustfmt check, clippy (all features / no default features / openfeature alone / http-source alone), doc, sqlx-check"
 	@echo "  doc         cargo doc --no-deps --all-features, warnings as errors"
 	@echo "  sqlx-check  check that .sqlx/ offline query data is up to date"
 	@echo "  prepare     regenerate .sqlx/ offline query data"
