@@ -4,7 +4,8 @@
 # installed if missing), side by side in one run, then admin writes
 # (benches/admin_writes.rs); then, each with its own server: reads with the
 # database cut (benches/db_down.rs) and the change feed's fan-out
-# (benches/fanout.rs, FANOUT_SUBSCRIBERS subscribers, 10,000 by default).
+# (benches/fanout.rs, FANOUT_SUBSCRIBERS subscribers, 10,000 by default, on
+# the project-local cluster, which keeps commit timestamps).
 # Usage: DATABASE_URL=... scripts/bench-load.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -88,4 +89,7 @@ SQLX_OFFLINE=true "${BENCH[@]}" db_down 2>/dev/null | grep -E '^(db down|resolve
 # as the hard limit allows (fanout.rs measures fewer if that is too low).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "open files limit: $(ulimit -n)" >&2
-SQLX_OFFLINE=true "${BENCH[@]}" fanout 2>/dev/null | grep -E '^fan-out'
+# On the project-local cluster, whose settings keep commit timestamps
+# (scripts/dev-db.sh): the latencies are measured from each write's commit.
+FANOUT_URL=$(DEV_DB_FORCE_LOCAL=1 scripts/dev-db.sh policy_values_fanout)
+DATABASE_URL="$FANOUT_URL" SQLX_OFFLINE=true "${BENCH[@]}" fanout 2>/dev/null | grep -E '^fan-out'

@@ -238,6 +238,8 @@ write_local_conf() {
 listen_addresses = '$LOCAL_HOST'
 port = $LOCAL_PORT
 unix_socket_directories = '${sockdirs//\'/\'\'}'
+# The fan-out benchmark (benches/fanout.rs) reads each write's commit time.
+track_commit_timestamp = on
 EOF
 }
 
