@@ -429,6 +429,54 @@ async fn a_preview_answers_before_after_and_the_shadowing_overrides_and_writes_n
     assert_eq!(every_table(&app.pool).await, tables, "previews wrote no row of any table, audit included");
 }
 
+#[sqlx::test]
+async fn a_write_that_would_change_nothing_previews_as_unchanged_and_opens_no_change_request(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let bob = create_token(&app.pool, Role::Admin, "bob-admin").await;
+    let key = "allocation.refund_window_days";
+    assert_eq!(
+        app.write(write(key, json!({"org_id": "acme"}), json!(45), json!(30))).await.status,
+        StatusCode::CREATED
+    );
+    // A key that needs approval, with a value stored at plan pro.
+    let proposed = app.write(write("maas.enabled", json!({"plan": "pro"}), json!(true), json!(false))).await;
+    assert_eq!(proposed.status, StatusCode::ACCEPTED, "{}", proposed.json);
+    let approved = decide(&app, &bob, &proposed.json["id"], "approve").await;
+    assert_eq!(approved.json["state"], "applied", "{}", approved.json);
+    let tables = every_table(&app.pool).await;
+    let app = &app;
+    let preview = |body: Json| async move { app.post("/api/v1/admin/policy-values/preview", &app.admin, &body).await };
+
+    // The value already stored at the org: the preview says what the write
+    // answers (200 unchanged), not "written".
+    let same = preview(write(key, json!({"org_id": "acme"}), json!(45), json!(45))).await;
+    assert_eq!(same.status, StatusCode::OK, "{}", same.json);
+    assert_eq!(
+        (same.json["outcome"].as_str(), same.json["before"].clone(), same.json["after"].clone()),
+        (Some("unchanged"), json!(45), json!(45))
+    );
+    let written = app.write(write(key, json!({"org_id": "acme"}), json!(45), json!(45))).await;
+    assert_eq!((written.status, written.json["unchanged"].clone()), (StatusCode::OK, json!(true)), "{}", written.json);
+    // A value the org only inherits is a change: pinning it writes a row.
+    let pin = preview(write(key, json!({"org_id": "other"}), json!(30), json!(30))).await;
+    assert_eq!(pin.json["outcome"], "written", "{}", pin.json);
+
+    // The sensitive key's stored value: nothing to approve, so no request.
+    let sensitive = preview(write("maas.enabled", json!({"plan": "pro"}), json!(true), json!(true))).await;
+    assert_eq!(sensitive.json["outcome"], "unchanged", "{}", sensitive.json);
+    let again = app.write(write("maas.enabled", json!({"plan": "pro"}), json!(true), json!(true))).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.json);
+    assert_eq!((again.json["unchanged"].clone(), again.json["value"].clone()), (json!(true), json!(true)));
+    assert_eq!(again.json["value_id"], approved.json["value_id"], "names the row the approval wrote: {}", again.json);
+    assert_eq!(every_table(&app.pool).await, tables, "no value row, change request or audit record");
+    // A stale old_value is still refused (and audited as a refused
+    // attempt), and a real change still waits for approval.
+    let stale = app.write(write("maas.enabled", json!({"plan": "pro"}), json!(true), json!(false))).await;
+    assert_eq!((stale.status, stale.code()), (StatusCode::CONFLICT, "stale_old_value"));
+    let change = app.write(write("maas.enabled", json!({"plan": "pro"}), json!(false), json!(true))).await;
+    assert_eq!(change.status, StatusCode::ACCEPTED, "{}", change.json);
+}
+
 /// The real binary, on a blocking thread so this test's server keeps answering.
 async fn cli(app: &TestApp, token: &str, args: &[&str]) -> std::process::Output {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_policy-values"));

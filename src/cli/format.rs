@@ -161,18 +161,17 @@ pub fn change_requests(json: &Value) -> String {
 /// A preview: what the write would do, and what shadows it.
 pub fn preview(json: &Value) -> String {
     let shadow = &json["shadowed_by"];
+    let would = match json["outcome"].as_str() {
+        Some("change_request") => format!("a change request needing {} approval(s)", cell(&json["approvals_required"])),
+        Some("unchanged") => "unchanged (already stored there)".to_string(),
+        _ => "written".to_string(),
+    };
     let mut out = format!(
-        "dry run: {} at {}: {} -> {} would be {}{}; nothing written\n",
+        "dry run: {} at {}: {} -> {} would be {would}; nothing written\n",
         cell(&json["key"]),
         cell(&json["scope"]),
         cell(&json["before"]),
         cell(&json["after"]),
-        if json["outcome"] == "change_request" { "a change request" } else { "written" },
-        if json["outcome"] == "change_request" {
-            format!(" needing {} approval(s)", cell(&json["approvals_required"]))
-        } else {
-            String::new()
-        },
     );
     out.push_str(&format!("shadowed by {} override(s) at more specific levels", cell(&shadow["total"])));
     if let Some(levels) = shadow["by_level"].as_object().filter(|l| !l.is_empty()) {

@@ -14,7 +14,7 @@ use super::read::key_def;
 use super::AppState;
 use crate::domain::{KeyDef, Value, WriteScope};
 use crate::store::tokens::Principal;
-use crate::store::values::{self, Actor, Change, Outcome, Written};
+use crate::store::values::{self, Actor, Change, Outcome, Unchanged, Written};
 use crate::store::writer::Request;
 
 /// The body of `POST /api/v1/admin/policy-values`, as sent. Every field is
@@ -159,14 +159,18 @@ pub async fn write(
             visible(&state, written.value.seq).await;
             Ok((StatusCode::CREATED, Json(written_json(written))))
         }
-        Outcome::Unchanged(same) => {
-            super::metrics::admin_write("success", "unchanged");
-            let mut body = json!(same);
-            body["unchanged"] = json!(true);
-            body["old_value"] = same.value.clone();
-            Ok((StatusCode::OK, Json(body)))
-        }
+        Outcome::Unchanged(same) => Ok(unchanged(same)),
     }
+}
+
+/// The answer to a write that changed nothing (for a key that needs
+/// approval too: nothing to approve): 200 and the row already holding it.
+pub fn unchanged(same: Unchanged) -> (StatusCode, Json<serde_json::Value>) {
+    super::metrics::admin_write("success", "unchanged");
+    let mut body = json!(same);
+    body["unchanged"] = json!(true);
+    body["old_value"] = same.value;
+    (StatusCode::OK, Json(body))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema, validator::Validate)]

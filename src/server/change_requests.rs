@@ -98,8 +98,13 @@ pub async fn propose(
         requests::create(&pool, &def, &change, actor, ttl).await
     })
     .await?;
-    super::metrics::admin_write("success", "change_request");
-    Ok((StatusCode::ACCEPTED, Json(json!(request))))
+    match request {
+        requests::Proposal::Request(request) => {
+            super::metrics::admin_write("success", "change_request");
+            Ok((StatusCode::ACCEPTED, Json(json!(request))))
+        }
+        requests::Proposal::Unchanged(same) => Ok(super::admin::unchanged(same)),
+    }
 }
 
 #[derive(Debug, Deserialize, validator::Validate)]

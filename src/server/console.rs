@@ -671,6 +671,7 @@ async fn render_key(
         Some(caller),
         html! {
             @if q.done.as_deref() == Some("written") { p.ok role="status" { "Written." } }
+            @if q.done.as_deref() == Some("unchanged") { p.ok role="status" { "Unchanged: the value was already stored here." } }
             @if q.done.as_deref() == Some("cancelled") { p.ok role="status" { "Cancelled." } }
             dl.def {
                 dt { "Type" } dd { (def["type"].as_str().unwrap_or("")) }
@@ -784,6 +785,8 @@ async fn render_key(
                                 @if let Some(at) = p["effective_at"].as_str() { ", from " (at) } }
                             p #preview-outcome { @if p["outcome"] == "change_request" {
                                 "Submitting opens a change request: it needs " (p["approvals_required"]) " approval(s) before it applies."
+                            } @else if p["outcome"] == "unchanged" {
+                                "This value is already stored here: submitting changes nothing."
                             } @else { "Submitting writes it at once." } }
                             @let shadowed = p["shadowed_by"]["total"].as_i64().unwrap_or(0);
                             @if shadowed > 0 {
@@ -868,7 +871,8 @@ async fn write(
         return redirect(&format!("/console/change-requests/{}", query_encode(id)));
     }
     if status.is_success() {
-        return redirect(&format!("/console/keys/{kp}?{at}&done=written"));
+        let done = if answer["unchanged"] == true { "unchanged" } else { "written" };
+        return redirect(&format!("/console/keys/{kp}?{at}&done={done}"));
     }
     render_key(&c, &caller, &key, &q, KeyView::Refused(&form, status, answer), status).await
 }

@@ -31,7 +31,7 @@ struct Shadow {
 
 #[tracing::instrument(skip_all, fields(principal = %principal.name))]
 #[utoipa::path(post, path = "/api/v1/admin/policy-values/preview", tag = "admin", request_body = WriteBody,
-    responses((status = 200, description = "what the write would do: outcome (written or change_request), before, after, shadowed_by", body = super::schemas::Preview)))]
+    responses((status = 200, description = "what the write would do: outcome (written, change_request or unchanged), before, after, shadowed_by", body = super::schemas::Preview)))]
 pub async fn preview(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -42,14 +42,17 @@ pub async fn preview(
     let level = change.scope.level();
     check_scope(&principal, def.key.as_str(), level.as_str())?;
     let mut conn = state.pool.acquire().await.map_err(crate::store::StoreError::from)?;
-    let before = requests::check(&mut conn, &def, &change).await?;
+    let (before, outcome) = match requests::check(&mut conn, &def, &change).await? {
+        requests::Checked::Changes(before) if def.approvals_required > 0 => (before, "change_request"),
+        requests::Checked::Changes(before) => (before, "written"),
+        requests::Checked::Unchanged(_) => (change.old_value.clone(), "unchanged"),
+    };
     let after = match &change.value {
         Some(value) => value.clone(),
         None => fallback(&mut conn, &def, level).await?,
     };
     let (by_level, first) = shadows(&mut conn, &def, level).await?;
     let total: i64 = by_level.values().sum();
-    let outcome = if def.approvals_required > 0 { "change_request" } else { "written" };
     Ok((
         StatusCode::OK,
         Json(json!({

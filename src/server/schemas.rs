@@ -376,7 +376,8 @@ pub struct Shadows {
 /// `POST /api/v1/admin/policy-values/preview`: what a write would do.
 #[derive(Serialize, ToSchema)]
 pub struct Preview {
-    /// `written` or `change_request`.
+    /// `written`, `change_request`, or `unchanged` (the value is already
+    /// stored at that scope: the write would answer 200 and write nothing).
     outcome: String,
     approvals_required: i64,
     key: String,

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::audit::{self, NewAuditRecord};
-use super::values::{Actor, Change, Outcome};
+use super::values::{Actor, Change, Outcome, Unchanged};
 use super::writer::{self, Request};
 use super::{keys, lock_writes, StoreError};
 use crate::domain::{KeyDef, Level, Value, WriteScope};
@@ -158,11 +158,21 @@ pub struct Decider<'a> {
     pub allowed: &'a (dyn Fn(&str, &str) -> bool + Sync),
 }
 
-/// The outcome of every check a write makes, without writing: `Ok` with
-/// the value the write replaces, or the refusal the write would get.
-pub async fn check(conn: &mut PgConnection, def: &KeyDef, change: &Change) -> Result<Value, StoreError> {
+/// What a write would do, by every check it makes, without writing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Checked {
+    /// It would write, replacing this value.
+    Changes(Value),
+    /// The value is already the one stored at that exact scope (the rule
+    /// of `Outcome::Unchanged`): it would write nothing.
+    Unchanged(Unchanged),
+}
+
+/// Every check a write makes, without writing: what the write would do,
+/// or the refusal it would get.
+pub async fn check(conn: &mut PgConnection, def: &KeyDef, change: &Change) -> Result<Checked, StoreError> {
     let r = sqlx::query!(
-        r#"select outcome as "outcome!", current_value, db_now as "db_now!"
+        r#"select outcome as "outcome!", current_value, db_now as "db_now!", value_id, value_seq, effective_at
            from policy_values_check($1, $2, $3, $4, $5, $6)"#,
         def.key.as_str(),
         change.scope.level().as_str(),
@@ -174,27 +184,49 @@ pub async fn check(conn: &mut PgConnection, def: &KeyDef, change: &Change) -> Re
     .fetch_one(&mut *conn)
     .await?;
     let current = super::values::typed(def, r.current_value)?.unwrap_or_else(|| def.default.clone());
-    match r.outcome.as_str() {
-        "ok" => Ok(current),
-        "stale_old_value" => Err(StoreError::StaleOldValue { current }),
-        "not_overridden" => Err(StoreError::NotOverridden),
-        "effective_at_in_past" => Err(StoreError::EffectiveAtInPast { now: r.db_now }),
-        other => Err(StoreError::Corrupt(format!("policy_values_check answered {other:?}"))),
+    match (r.outcome.as_str(), r.value_id, r.value_seq, r.effective_at) {
+        ("ok", ..) => Ok(Checked::Changes(current)),
+        ("unchanged", Some(value_id), Some(value_seq), Some(effective_at)) => Ok(Checked::Unchanged(Unchanged {
+            key: def.key.to_string(),
+            level: change.scope.level().as_str().to_string(),
+            scope_id: change.scope.id().to_string(),
+            value: change.value.as_ref().map_or(serde_json::Value::Null, Value::to_json),
+            value_id,
+            value_seq,
+            effective_at,
+        })),
+        ("stale_old_value", ..) => Err(StoreError::StaleOldValue { current }),
+        ("not_overridden", ..) => Err(StoreError::NotOverridden),
+        ("effective_at_in_past", ..) => Err(StoreError::EffectiveAtInPast { now: r.db_now }),
+        (other, ..) => Err(StoreError::Corrupt(format!("policy_values_check answered {other:?}"))),
     }
 }
 
+/// What a write to a key that needs approval made.
+#[derive(Debug, Clone)]
+pub enum Proposal {
+    /// A pending change request.
+    Request(Box<ChangeRequest>),
+    /// Nothing: the value is already stored at that scope, so there is
+    /// nothing to approve (no request, no audit record).
+    Unchanged(Unchanged),
+}
+
 /// Makes a request for `change` (checked as a write is, `old_value`
-/// included) and audits it as `change_request.created`.
+/// included) and audits it as `change_request.created`; a change that
+/// would write nothing makes no request.
 pub async fn create(
     pool: &PgPool,
     def: &KeyDef,
     change: &Change,
     actor: Actor<'_>,
     ttl: std::time::Duration,
-) -> Result<ChangeRequest, StoreError> {
+) -> Result<Proposal, StoreError> {
     let mut tx = pool.begin().await?;
     lock_writes(&mut tx).await?;
-    check(&mut tx, def, change).await?;
+    if let Checked::Unchanged(same) = check(&mut tx, def, change).await? {
+        return Ok(Proposal::Unchanged(same));
+    }
     let ttl_seconds = ttl.as_secs_f64();
     let row = sqlx::query_as!(
         Row,
@@ -219,7 +251,7 @@ pub async fn create(
     .await?;
     record(&mut tx, &row, actor, "created", None, &row.reason, json!({})).await?;
     tx.commit().await?;
-    Ok(row.into_request(Vec::new()))
+    Ok(Proposal::Request(Box::new(row.into_request(Vec::new()))))
 }
 
 /// Appends the audit record of a transition of `row` (whose `state` is the
