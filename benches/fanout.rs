@@ -494,8 +494,8 @@ fn read_stamped(streams: Vec<(std::net::TcpStream, Body)>, last: &AtomicI64) -> 
         let last = last.load(Ordering::Relaxed);
         if last != i64::MIN && until.is_none() {
             until = Some(Instant::now() + Duration::from_secs(30));
-            for i in 0..count {
-                if finished(&events[i], last) {
+            for (i, got) in events.iter().enumerate() {
+                if finished(got, last) {
                     close(i, &mut open, &mut left);
                 }
             }
