@@ -230,12 +230,8 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize, receiver: R
     // each process spent on the writes and their deliveries.
     let cpu_after_writes = (cpu_seconds(&server_pid), cpu_seconds("self"));
     drop(server);
-    from_commit.sort_by(f64::total_cmp);
-    latencies.sort_by(f64::total_cmp);
-    from_sent.sort_by(f64::total_cmp);
     write_latencies.sort_by(f64::total_cmp);
     let expected = subscribed * commits.len();
-    let pct = |p: f64| if latencies.is_empty() { f64::NAN } else { common::percentile(&latencies, p) };
     println!(
         "fan-out: {} writes in {write_seconds:.1} s (201 in p50 {:.1} ms, p99 {:.1} ms); {delivered} of {expected} deliveries \
          ({} missing, {disordered} out of order or repeated, {unknown} other events; \
@@ -267,38 +263,25 @@ async fn run(bin: String, wanted: usize, writes: usize, rate: usize, receiver: R
         cpu_joined.1 - cpu_before_join.1,
     );
     match &committed_at {
-        Some(_) if !from_commit.is_empty() => println!(
+        Some(_) => println!(
             "fan-out latency, commit -> event at the subscriber, {subscribed} subscribers ({} deliveries; the commit \
-             time is PostgreSQL's, pg_xact_commit_timestamp): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, min {:.1} ms \
-             (target p99 <= 100 ms)",
+             time is PostgreSQL's, pg_xact_commit_timestamp): {} (target p99 <= 100 ms)",
             from_commit.len(),
-            common::percentile(&from_commit, 50.0),
-            common::percentile(&from_commit, 99.0),
-            from_commit[from_commit.len() - 1],
-            from_commit[0],
+            spread(&mut from_commit),
         ),
-        _ => println!(
+        None => println!(
             "fan-out latency, commit -> event: not measured, the database keeps no commit timestamps \
              (track_commit_timestamp = on, set by scripts/dev-db.sh's clusters, needs a restart)"
         ),
     }
     println!(
-        "fan-out latency, 201 at the writer -> event at the subscriber, {subscribed} subscribers: \
-         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, min {:.1} ms",
-        pct(50.0),
-        pct(99.0),
-        latencies.last().copied().unwrap_or(f64::NAN),
-        latencies.first().copied().unwrap_or(f64::NAN),
+        "fan-out latency, 201 at the writer -> event at the subscriber, {subscribed} subscribers: {}",
+        spread(&mut latencies)
     );
-    if !from_sent.is_empty() {
-        println!(
-            "fan-out latency, write sent -> event at the subscriber (the commit lies between the two): \
-             p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            common::percentile(&from_sent, 50.0),
-            common::percentile(&from_sent, 99.0),
-            from_sent.last().copied().unwrap_or(f64::NAN),
-        );
-    }
+    println!(
+        "fan-out latency, write sent -> event at the subscriber (the commit lies between the two): {}",
+        spread(&mut from_sent)
+    );
     let per = rss_after.saturating_sub(rss_before) as f64 / subscribed.max(1) as f64 / 1024.0;
     println!(
         "fan-out server memory: VmRSS {:.1} MiB before, {:.1} MiB with {subscribed} subscribers: {per:.1} KiB per subscriber (target <= 32 KiB)",
@@ -331,6 +314,19 @@ async fn commit_times(pool: &sqlx::PgPool, seqs: &[i64]) -> Option<std::collecti
     .await
     .ok()?;
     Some(rows.into_iter().filter_map(|(seq, micros)| Some((seq, micros? * 1000))).collect())
+}
+
+/// "p50 …, p99 …, max …, min …" of latencies in milliseconds (sorted here).
+fn spread(ms: &mut [f64]) -> String {
+    ms.sort_by(f64::total_cmp);
+    match (ms.first(), ms.last()) {
+        (Some(min), Some(max)) => format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {max:.1} ms, min {min:.1} ms",
+            common::percentile(ms, 50.0),
+            common::percentile(ms, 99.0)
+        ),
+        _ => "no deliveries".to_string(),
+    }
 }
 
 /// Events as (position, arrival in nanoseconds since the Unix epoch).
