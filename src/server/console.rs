@@ -12,8 +12,9 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -126,6 +127,16 @@ struct Caller {
     csrf: String,
     name: String,
     role: Role,
+}
+
+/// The signed-in caller of a page that only reads, taken after the page's
+/// path and query; without a session, the sign-in page instead.
+impl FromRequestParts<Console> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, c: &Console) -> Result<Caller, Response> {
+        c.caller(&parts.headers).await
+    }
 }
 
 impl Console {
@@ -360,11 +371,7 @@ struct Search {
     q: Option<String>,
 }
 
-async fn catalog(State(c): State<Console>, headers: HeaderMap, Query(search): Query<Search>) -> Response {
-    let caller = match c.caller(&headers).await {
-        Ok(caller) => caller,
-        Err(r) => return r,
-    };
+async fn catalog(State(c): State<Console>, Query(search): Query<Search>, caller: Caller) -> Response {
     let (status, body) = c.api(Method::GET, "/api/v1/policy-keys", &caller.token, None).await;
     if !status.is_success() {
         return api_error(status, &body);
@@ -559,14 +566,11 @@ fn form_json(text: &str) -> Json {
 
 async fn key_page(
     State(c): State<Console>,
-    headers: HeaderMap,
+
     Path(key): Path<String>,
     Query(q): Query<KeyQuery>,
+    caller: Caller,
 ) -> Response {
-    let caller = match c.caller(&headers).await {
-        Ok(caller) => caller,
-        Err(r) => return r,
-    };
     render_key(&c, &caller, &key, &q, KeyView::Fresh, StatusCode::OK).await
 }
 
@@ -917,14 +921,11 @@ struct ScopeQuery {
 /// a link to its audit record.
 async fn history(
     State(c): State<Console>,
-    headers: HeaderMap,
+
     Path(key): Path<String>,
     Query(sq): Query<ScopeQuery>,
+    caller: Caller,
 ) -> Response {
-    let caller = match c.caller(&headers).await {
-        Ok(caller) => caller,
-        Err(r) => return r,
-    };
     let level = if sq.level.is_empty() { "global" } else { sq.level.as_str() };
     let scope = api_scope_query(level, &sq.scope_id);
     let kp = query_encode(&key);
@@ -1002,11 +1003,7 @@ const TABS: [(&str, &str); 7] = [
 /// Change requests a page.
 const REQUESTS_PAGE: usize = 25;
 
-async fn change_requests(State(c): State<Console>, headers: HeaderMap, Query(lq): Query<ListQuery>) -> Response {
-    let caller = match c.caller(&headers).await {
-        Ok(caller) => caller,
-        Err(r) => return r,
-    };
+async fn change_requests(State(c): State<Console>, Query(lq): Query<ListQuery>, caller: Caller) -> Response {
     let state = lq.state.as_deref().filter(|s| !s.is_empty()).unwrap_or("pending");
     let mut uri = format!("/api/v1/admin/change-requests?limit={REQUESTS_PAGE}");
     if state != "all" {
@@ -1052,11 +1049,7 @@ async fn change_requests(State(c): State<Console>, headers: HeaderMap, Query(lq)
     ))
 }
 
-async fn change_request(State(c): State<Console>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let caller = match c.caller(&headers).await {
-        Ok(caller) => caller,
-        Err(r) => return r,
-    };
+async fn change_request(State(c): State<Console>, Path(id): Path<String>, caller: Caller) -> Response {
     render_change_request(&c, &caller, &id, None).await
 }
 
@@ -1160,11 +1153,7 @@ fn audit_filters(query: &[(String, String)]) -> String {
         .collect()
 }
 
-async fn audit(State(c): State<Console>, headers: HeaderMap, Query(query): Query<Vec<(String, String)>>) -> Response {
-    let caller = match c.caller(&headers).await {
-        Ok(caller) => caller,
-        Err(r) => return r,
-    };
+async fn audit(State(c): State<Console>, Query(query): Query<Vec<(String, String)>>, caller: Caller) -> Response {
     let filters = audit_filters(&query);
     let cursor = query.iter().find(|(k, v)| k == "cursor" && !v.is_empty()).map(|(_, v)| v.clone());
     let mut uri = format!("/api/v1/admin/audit-logs?limit={AUDIT_PAGE}{filters}");
@@ -1226,11 +1215,7 @@ async fn audit(State(c): State<Console>, headers: HeaderMap, Query(query): Query
 
 /// The audit export (NDJSON or CSV) with the page's filters, streamed from
 /// the API with the session's token.
-async fn export(State(c): State<Console>, headers: HeaderMap, Query(query): Query<Vec<(String, String)>>) -> Response {
-    let caller = match c.caller(&headers).await {
-        Ok(caller) => caller,
-        Err(r) => return r,
-    };
+async fn export(State(c): State<Console>, Query(query): Query<Vec<(String, String)>>, caller: Caller) -> Response {
     let format = match query.iter().find(|(k, _)| k == "format").map(|(_, v)| v.as_str()) {
         Some(f @ ("ndjson" | "csv")) => f,
         _ => return page_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", "format must be ndjson or csv"),
@@ -1252,11 +1237,7 @@ async fn export(State(c): State<Console>, headers: HeaderMap, Query(query): Quer
 
 /// One audit record, every field, found through the API's cursor (the
 /// record just before seq + 1).
-async fn audit_record(State(c): State<Console>, headers: HeaderMap, Path(seq): Path<String>) -> Response {
-    let caller = match c.caller(&headers).await {
-        Ok(caller) => caller,
-        Err(r) => return r,
-    };
+async fn audit_record(State(c): State<Console>, Path(seq): Path<String>, caller: Caller) -> Response {
     let Some(seq) = seq.parse::<i64>().ok().filter(|s| *s > 0 && *s < i64::MAX) else {
         return page_error(StatusCode::NOT_FOUND, "not_found", "no such audit record");
     };
